@@ -1,0 +1,45 @@
+-- energy.meter_interval: trustworthy 15-minute energy per meter.
+-- Grain: one row per meter and 15-minute interval start (UTC). Written by
+-- jobs.normalize (physical meters), jobs.virtual (virtual meters) and offline imports;
+-- read by the rollups, billing, carbon and reports. Energy is in the category's unit.
+--
+-- quality is a bit set (energy.quality_flag names them):
+--   1 measured · 2 interpolated · 4 estimated (gap) · 8 manual (offline/import)
+--   16 virtual · 32 limit_violation · 64 rollover · 128 reset · 256 missing (virtual input absent)
+CREATE TABLE energy.meter_interval (
+    meter_id integer          NOT NULL,
+    ts       timestamptz      NOT NULL,
+    energy   double precision,
+    quality  integer          NOT NULL DEFAULT 1,
+    CHECK (extract(epoch FROM ts)::bigint % 900 = 0)
+);
+SELECT create_hypertable('energy.meter_interval', by_range('ts', INTERVAL '7 days'),
+                         create_default_indexes => false);
+CREATE UNIQUE INDEX meter_interval_meter_ts_uq ON energy.meter_interval (meter_id, ts);
+
+CREATE TABLE energy.quality_flag (
+    bit         integer PRIMARY KEY,
+    name        text NOT NULL UNIQUE,
+    description text NOT NULL
+);
+INSERT INTO energy.quality_flag VALUES
+    (1,   'measured',        'both boundaries interpolated between readings at most one reading interval apart'),
+    (2,   'interpolated',    'a boundary value was interpolated between readings'),
+    (4,   'estimated',       'energy spread linearly across a gap in the readings'),
+    (8,   'manual',          'from an offline meter or a manual import'),
+    (16,  'virtual',         'computed from a virtual meter formula'),
+    (32,  'limit_violation', 'outside the meter''s plausible hourly limits (kept, not zeroed)'),
+    (64,  'rollover',        'the register wrapped at its maximum within the interval'),
+    (128, 'reset',           'the register restarted from zero within the interval'),
+    (256, 'missing',         'an input of a virtual meter was missing: energy is NULL');
+
+-- Names of the flags set in a quality bit set, for people and dashboards.
+CREATE FUNCTION energy.quality_names(q integer) RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(name ORDER BY bit), '{}') FROM energy.quality_flag WHERE q & bit <> 0
+$$;
+
+-- migrate:down
+DROP FUNCTION IF EXISTS energy.quality_names(integer);
+DROP TABLE IF EXISTS energy.quality_flag;
+DROP TABLE IF EXISTS energy.meter_interval;

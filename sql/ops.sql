@@ -1,0 +1,73 @@
+-- Operations: what the pipeline did, what it still has to do, and what went wrong.
+-- Grain: one row per job run / dirty range / data source+point / rejected message / change.
+-- Written by the job runner, collectors and the API; read by the Operations dashboard.
+
+-- One row per run of a pipeline stage.
+CREATE TABLE ops.job_run (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    stage        text        NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT now(),
+    finished_at  timestamptz,
+    range_start  timestamptz,
+    range_end    timestamptz,
+    rows_touched bigint,
+    status       text        NOT NULL DEFAULT 'running' CHECK (status IN ('running', 'ok', 'error', 'skipped')),
+    error        text,
+    host         text
+);
+CREATE INDEX job_run_stage_started_idx ON ops.job_run (stage, started_at DESC);
+
+-- Time ranges whose derived data must be recomputed. A point range comes from late or
+-- repaired readings; a meter range from configuration changes or offline imports.
+-- A row is consumed (processed_at set) by the stage that recomputes it.
+CREATE TABLE ops.dirty_range (
+    id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    point_id     integer,
+    meter_id     integer,
+    range_start  timestamptz NOT NULL,
+    range_end    timestamptz NOT NULL,
+    reason       text        NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    processed_at timestamptz,
+    CHECK (range_start < range_end)
+);
+CREATE INDEX dirty_range_pending_idx ON ops.dirty_range (created_at) WHERE processed_at IS NULL;
+
+-- Health of each data source and point as its collector last saw it.
+CREATE TABLE ops.collector_status (
+    data_source_id       integer     NOT NULL,
+    point_id             integer     NOT NULL DEFAULT 0,   -- 0: the data source itself
+    last_success         timestamptz,
+    last_error           text,
+    last_error_at        timestamptz,
+    consecutive_failures integer     NOT NULL DEFAULT 0,
+    updated_at           timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (data_source_id, point_id)
+);
+
+-- Messages a collector could not accept, kept whole with the reason.
+CREATE TABLE ops.dead_letter (
+    id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    received_at    timestamptz NOT NULL DEFAULT now(),
+    data_source_id integer,
+    topic          text,
+    payload        text        NOT NULL,
+    reason         text        NOT NULL
+);
+CREATE INDEX dead_letter_received_idx ON ops.dead_letter (received_at DESC);
+
+-- Every write through the API or the CLI: who, when, what, before and after.
+CREATE TABLE ops.audit_log (
+    id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    at        timestamptz NOT NULL DEFAULT now(),
+    actor     text        NOT NULL,
+    action    text        NOT NULL,
+    entity    text        NOT NULL,
+    entity_id text,
+    before    jsonb,
+    after     jsonb
+);
+CREATE INDEX audit_log_at_idx ON ops.audit_log (at DESC);
+
+-- migrate:down
+DROP TABLE IF EXISTS ops.audit_log, ops.dead_letter, ops.collector_status, ops.dirty_range, ops.job_run;
