@@ -1,7 +1,8 @@
 """Alembic environment: online migrations against Wattline's database.
 
 The URL is taken from `config.attributes["url"]` (set by app.migrate) or the settings.
-The version table lives in `ops` so the public schema stays empty.
+The version table stays in `public` so that downgrading to base can drop every
+Wattline schema, `ops` included.
 """
 
 from alembic import context
@@ -16,12 +17,8 @@ url = config.attributes.get("url") or database_url()
 def run_migrations_online() -> None:
     engine = create_engine(sqlalchemy_url(url), poolclass=pool.NullPool)
     with engine.connect() as connection:
-        connection.exec_driver_sql("CREATE SCHEMA IF NOT EXISTS ops")
-        connection.commit()
         context.configure(
             connection=connection,
-            version_table="alembic_version",
-            version_table_schema="ops",
             transaction_per_migration=True,
         )
         with context.begin_transaction():

@@ -51,7 +51,7 @@ def downgrade(revision: str, url: str | None = None) -> None:
 def current_revision(url: str | None = None) -> str | None:
     engine = create_engine(sqlalchemy_url(url or database_url()), poolclass=pool.NullPool)
     with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"version_table_schema": "ops"})
+        ctx = MigrationContext.configure(conn)
         return ctx.get_current_revision()
 
 

@@ -17,9 +17,11 @@ CREATE TABLE ops.job_run (
 );
 CREATE INDEX job_run_stage_started_idx ON ops.job_run (stage, started_at DESC);
 
--- Time ranges whose derived data must be recomputed. A point range comes from late or
--- repaired readings; a meter range from configuration changes or offline imports.
--- A row is consumed (processed_at set) by the stage that recomputes it.
+-- Append-only log of time ranges whose derived data must be recomputed. A point range
+-- comes from late or repaired readings; a meter range from configuration changes,
+-- offline imports, or a stage that rewrote a meter's intervals (so the stages after it
+-- follow). Each stage remembers in ops.stage_cursor the last log id it has consumed, so
+-- several downstream stages can each consume the same entries once.
 CREATE TABLE ops.dirty_range (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     point_id     integer,
@@ -28,10 +30,22 @@ CREATE TABLE ops.dirty_range (
     range_end    timestamptz NOT NULL,
     reason       text        NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    processed_at timestamptz,
-    CHECK (range_start < range_end)
+    CHECK (range_start < range_end),
+    CHECK (point_id IS NOT NULL OR meter_id IS NOT NULL)
 );
-CREATE INDEX dirty_range_pending_idx ON ops.dirty_range (created_at) WHERE processed_at IS NULL;
+
+CREATE TABLE ops.stage_cursor (
+    stage         text PRIMARY KEY,
+    last_dirty_id bigint      NOT NULL DEFAULT 0,
+    updated_at    timestamptz NOT NULL DEFAULT now()
+);
+
+-- Up to when each point's readings have been normalized into energy.meter_interval.
+-- A reading written before this instant is late: the writer logs a dirty range for it.
+CREATE TABLE ops.point_watermark (
+    point_id         integer PRIMARY KEY,
+    normalized_until timestamptz NOT NULL
+);
 
 -- Health of each data source and point as its collector last saw it.
 CREATE TABLE ops.collector_status (
@@ -70,4 +84,5 @@ CREATE TABLE ops.audit_log (
 CREATE INDEX audit_log_at_idx ON ops.audit_log (at DESC);
 
 -- migrate:down
-DROP TABLE IF EXISTS ops.audit_log, ops.dead_letter, ops.collector_status, ops.dirty_range, ops.job_run;
+DROP TABLE IF EXISTS ops.audit_log, ops.dead_letter, ops.collector_status, ops.point_watermark,
+    ops.stage_cursor, ops.dirty_range, ops.job_run;

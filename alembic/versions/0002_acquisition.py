@@ -1,0 +1,23 @@
+"""Acquisition: writer support, collector state.
+
+Revision ID: 0002
+Revises: 0001
+Create Date: 2026-11-26
+"""
+
+from app.migrate import run_sql_down, run_sql_up
+
+revision = "0002"
+down_revision = "0001"
+branch_labels = None
+depends_on = None
+
+FILES: list[str] = []
+
+
+def upgrade() -> None:
+    run_sql_up(FILES)
+
+
+def downgrade() -> None:
+    run_sql_down(FILES)

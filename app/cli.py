@@ -1,0 +1,189 @@
+"""The `wattline` command.
+
+Core commands (db, site, run) live here. Collectors and jobs add theirs through the
+`wattline.commands` entry point group (each names a `register(app)` function), so the
+core never imports them and the dependency arrows point one way.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import typer
+
+from app import PROJECT_ROOT
+from app.settings import get_settings
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Wattline energy management.")
+db_app = typer.Typer(no_args_is_help=True, help="The database: provision, run, migrate.")
+site_app = typer.Typer(no_args_is_help=True, help="Site configuration as code (YAML).")
+app.add_typer(db_app, name="db")
+app.add_typer(site_app, name="site")
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _cluster():
+    from app.embedded import get_cluster
+
+    return get_cluster()
+
+
+def _embedded_in_use() -> bool:
+    return not get_settings().database_url
+
+
+# --------------------------------------------------------------------------- db
+@db_app.command("install")
+def db_install() -> None:
+    """Install PostgreSQL with TimescaleDB for this system (idempotent)."""
+    res = subprocess.run(["bash", str(PROJECT_ROOT / "scripts" / "install-system.sh")])
+    raise typer.Exit(res.returncode)
+
+
+@db_app.command("start")
+def db_start() -> None:
+    """Initialise (first time) and start the embedded cluster."""
+    from app.embedded import EmbeddedError
+
+    if not _embedded_in_use():
+        typer.echo("WATTLINE_DATABASE_URL is set: the embedded cluster is not used.")
+    try:
+        cluster = _cluster()
+        cluster.start()
+    except EmbeddedError as exc:
+        fail(str(exc))
+    typer.echo(cluster.status())
+
+
+@db_app.command("stop")
+def db_stop() -> None:
+    """Stop the embedded cluster."""
+    cluster = _cluster()
+    cluster.stop()
+    typer.echo(cluster.status())
+
+
+@db_app.command("status")
+def db_status() -> None:
+    """Say whether the embedded cluster is initialised and running."""
+    typer.echo(_cluster().status())
+    if not _embedded_in_use():
+        from app.db import database_url, redact
+
+        typer.echo(f"in use instead: {redact(database_url())}")
+
+
+@db_app.command("url")
+def db_url(
+    show_password: bool = typer.Option(False, "--show-password", help="Print the secret too."),
+) -> None:
+    """Print the database URL in use (password masked unless asked)."""
+    from app.db import database_url, redact
+
+    url = database_url()
+    typer.echo(url if show_password else redact(url))
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head")) -> None:
+    """Apply migrations up to REVISION (default: head)."""
+    from app import migrate
+
+    migrate.upgrade(revision)
+    typer.echo(f"database at revision {migrate.current_revision()}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str = typer.Argument(..., help="Target revision, -1, or base.")) -> None:
+    """Revert migrations down to REVISION."""
+    from app import migrate
+
+    migrate.downgrade(revision)
+    typer.echo(f"database at revision {migrate.current_revision()}")
+
+
+@db_app.command("info")
+def db_info() -> None:
+    """PostgreSQL and TimescaleDB versions, the edition and the schema revision."""
+    from app import migrate
+    from app.db import connect, database_url, redact, timescale_info
+
+    with connect() as conn:
+        info = timescale_info(conn)
+    typer.echo(f"database:    {redact(database_url())}")
+    typer.echo(f"postgresql:  {info['postgresql']}")
+    typer.echo(f"timescaledb: {info['timescaledb']}")
+    typer.echo(f"edition:     {info['edition']}")
+    typer.echo(f"revision:    {migrate.current_revision()} (head {migrate.head_revision()})")
+
+
+# ------------------------------------------------------------------------- site
+@site_app.command("import")
+def site_import(
+    file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate and report, write nothing."),
+) -> None:
+    """Create or update everything the YAML file describes, in one transaction."""
+    from app.site import SiteFileError, import_site_file
+
+    try:
+        report = import_site_file(file, dry_run=dry_run)
+    except SiteFileError as exc:
+        fail(str(exc), code=2)
+    typer.echo(report.summary())
+
+
+@site_app.command("export")
+def site_export(
+    file: Path | None = typer.Argument(None, help="Output file (default: standard output)."),
+) -> None:
+    """Write the whole configuration in the import format."""
+    from app.site import export_site_yaml
+
+    text = export_site_yaml()
+    if file is None:
+        sys.stdout.write(text)
+    else:
+        file.write_text(text)
+        typer.echo(f"wrote {file}")
+
+
+# -------------------------------------------------------------------------- run
+@app.command("run")
+def run(
+    site_file: Path = typer.Option(PROJECT_ROOT / "examples" / "demo-site.yaml", "--site"),
+) -> None:
+    """Start Wattline on its embedded default: database, migrations, demo site."""
+    from app.runner import run_stack
+
+    run_stack(site_file)
+
+
+def _register_plugins() -> None:
+    for ep in entry_points(group="wattline.commands"):
+        try:
+            ep.load()(app)
+        except Exception as exc:  # a broken plugin must not take the core CLI down
+            logging.getLogger("wattline.cli").warning("command plugin %s failed to load: %s", ep.name, exc)
+
+
+def main() -> None:
+    get_settings()  # invalid settings fail here, naming the variable
+    logging.basicConfig(
+        level=get_settings().log_level,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    _register_plugins()
+    app()
+
+
+if __name__ == "__main__":
+    main()

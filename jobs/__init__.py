@@ -1,0 +1,1 @@
+"""Pipeline stages and their runner: everything after raw is computed here, recomputably."""
