@@ -31,7 +31,7 @@ CREATE TABLE ops.dirty_range (
     reason       text        NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
     CHECK (range_start < range_end),
-    CHECK (point_id IS NOT NULL OR meter_id IS NOT NULL)
+    CHECK (point_id IS NULL OR meter_id IS NULL)   -- neither set: every meter in the range
 );
 
 CREATE TABLE ops.stage_cursor (
