@@ -39,7 +39,23 @@ LANGUAGE sql STABLE AS $$
     SELECT coalesce(array_agg(name ORDER BY bit), '{}') FROM energy.quality_flag WHERE q & bit <> 0
 $$;
 
+-- energy.offline_value: what an offline meter's import file says, one row per meter and
+-- local day (period 'day') or local month (period 'month', on the month's first day).
+-- Written by `wattline import offline` (a newer import replaces the same days); read by
+-- jobs.offline, which spreads each value over the 15-minute intervals of its period.
+CREATE TABLE energy.offline_value (
+    meter_id     integer     NOT NULL REFERENCES config.meter (id) ON DELETE CASCADE,
+    period_start date        NOT NULL,
+    period       text        NOT NULL CHECK (period IN ('day', 'month')),
+    value        double precision NOT NULL CHECK (value >= 0 AND value < 'infinity'),
+    imported_at  timestamptz NOT NULL DEFAULT now(),
+    source       text,
+    PRIMARY KEY (meter_id, period_start, period),
+    CHECK (period = 'day' OR extract(day FROM period_start) = 1)
+);
+
 -- migrate:down
+DROP TABLE IF EXISTS energy.offline_value;
 DROP FUNCTION IF EXISTS energy.quality_names(integer);
 DROP TABLE IF EXISTS energy.quality_flag;
 DROP TABLE IF EXISTS energy.meter_interval;
