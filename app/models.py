@@ -19,10 +19,11 @@ from sqlalchemy import (
     ForeignKeyConstraint,
     Identity,
     Integer,
+    LargeBinary,
     Numeric,
     Text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 TZ = TIMESTAMP(timezone=True)
@@ -264,3 +265,20 @@ ENTITY_LINKS: dict[str, tuple[type[Base], type[Base], str]] = {
     "store": (Store, StoreMeter, "store_id"),
     "shopfloor": (Shopfloor, ShopfloorMeter, "shopfloor_id"),
 }
+
+
+class ApiKey(Base):
+    """An API credential (sql/ingest.sql); app/apikeys.py issues and verifies them."""
+
+    __tablename__ = "api_key"
+    __table_args__ = {"schema": "config"}
+    id: Mapped[int] = _pk()
+    name: Mapped[str] = mapped_column(Text)
+    prefix: Mapped[str] = mapped_column(Text, unique=True)
+    secret_sha256: Mapped[bytes] = mapped_column(LargeBinary)
+    scopes: Mapped[list[str]] = mapped_column(ARRAY(Text))
+    data_source_id: Mapped[int | None] = _fk("config.data_source.id", "CASCADE")
+    created_at: Mapped[dt.datetime] = mapped_column(TZ, server_default="now()")
+    expires_at: Mapped[dt.datetime | None] = mapped_column(TZ)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(TZ)
+    last_used_at: Mapped[dt.datetime | None] = mapped_column(TZ)
