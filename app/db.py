@@ -9,12 +9,43 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
+import datetime as dt
+
 import psycopg
+from psycopg.types.datetime import DatetimeDumper, TimestamptzLoader
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import make_url
 
 from app import SQL_DIR
 from app.settings import Settings, get_settings
+
+
+# Validity ranges use PostgreSQL's ±infinity timestamps (open-ended links). Python has no
+# infinite datetime, so they map to datetime.min / datetime.max (UTC) both ways.
+INFINITY = dt.datetime.max.replace(tzinfo=dt.timezone.utc)
+NEG_INFINITY = dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+class _InfinityLoader(TimestamptzLoader):
+    def load(self, data):
+        if data == b"infinity":
+            return INFINITY
+        if data == b"-infinity":
+            return NEG_INFINITY
+        return super().load(data)
+
+
+class _InfinityDumper(DatetimeDumper):
+    def dump(self, obj):
+        if obj == INFINITY:
+            return b"infinity"
+        if obj == NEG_INFINITY:
+            return b"-infinity"
+        return super().dump(obj)
+
+
+psycopg.adapters.register_loader("timestamptz", _InfinityLoader)
+psycopg.adapters.register_dumper(dt.datetime, _InfinityDumper)
 
 
 def database_url(settings: Settings | None = None) -> str:

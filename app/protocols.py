@@ -7,6 +7,7 @@ like. Error messages name the field.
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -31,6 +32,11 @@ class ModbusConnection(_Strict):
     max_gap: Annotated[int, Field(ge=0, le=100, description="Registers a coalesced read may skip")] = 8
     max_registers: Annotated[int, Field(ge=1, le=125)] = 125
     retries: Annotated[int, Field(ge=0, le=10)] = 1
+
+
+# `register` is the Modbus word for the field; pydantic warns only because BaseModel
+# once had a method of that name.
+warnings.filterwarnings("ignore", message='Field name "register"', category=UserWarning)
 
 
 class ModbusAddress(_Strict):
