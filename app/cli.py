@@ -164,7 +164,8 @@ def run(
     """Start Wattline on its embedded default: database, migrations, demo site."""
     from app.runner import run_stack
 
-    run_stack(site_file)
+    run_stack(site_file, available={c.name or c.callback.__name__ for c in app.registered_commands}
+              | {g.name for g in app.registered_groups})
 
 
 def _register_plugins() -> None:
