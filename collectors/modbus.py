@@ -216,7 +216,8 @@ class ModbusPoller:
             if self.status:
                 self.status.success(sid, p.id, ts)
             good.append(p)
-        replacement = plan_blocks(good, self.conn.max_gap, self.conn.max_registers) + [
+        # No gaps in the new blocks, so none of them spans a refused address again.
+        replacement = plan_blocks(good, 0, self.conn.max_registers) + [
             Block(p.address.unit, p.address.function, p.address.register, p.address.count, [p]) for p in bad
         ]
         self.blocks[index:index + 1] = replacement
