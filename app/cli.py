@@ -168,6 +168,77 @@ def run(
               | {g.name for g in app.registered_groups})
 
 
+# ----------------------------------------------------------------------- api keys
+apikey_app = typer.Typer(no_args_is_help=True, help="API keys for machines calling the HTTP API.")
+app.add_typer(apikey_app, name="apikey")
+
+
+@apikey_app.command("create")
+def apikey_create(
+    scope: list[str] = typer.Option(..., "--scope", help="read, write or ingest (repeat for several)."),
+    name: str = typer.Option("api key", "--name", help="Who or what uses the key."),
+    expires: float | None = typer.Option(None, "--expires", help="Expire after DAYS days (default: never)."),
+    data_source: str | None = typer.Option(None, "--data-source", help="Only this data source's points (ingest)."),
+) -> None:
+    """Issue a key and print it once: only its hash is stored."""
+    from app.apikeys import issue_key
+    from app.db import connect
+
+    with connect() as conn:
+        source_id = None
+        if data_source is not None:
+            row = conn.execute("SELECT id FROM config.data_source WHERE name = %s", (data_source,)).fetchone()
+            if row is None:
+                fail(f"--data-source: no data source named {data_source!r}", code=2)
+            source_id = row[0]
+        try:
+            issued = issue_key(conn, name, scope, expires_in_days=expires, data_source_id=source_id)
+        except ValueError as exc:
+            fail(str(exc), code=2)
+    expiry = issued.key.expires_at.isoformat() if issued.key.expires_at else "never"
+    typer.echo(f"key id {issued.key.id} ({', '.join(issued.key.scopes)}; expires {expiry}); store it now:", err=True)
+    typer.echo(issued.secret)
+
+
+@apikey_app.command("list")
+def apikey_list() -> None:
+    """Every key: id, name, scopes, expiry, revocation, last use (never the secret)."""
+    from app.apikeys import list_keys
+    from app.db import connect
+
+    with connect() as conn:
+        for k in list_keys(conn):
+            state = "revoked" if k["revoked_at"] else f"expires {k['expires_at'] or 'never'}"
+            typer.echo(f"{k['id']:>4}  wl_{k['prefix']}_…  {','.join(k['scopes']):<18} {state}  "
+                       f"last used {k['last_used_at'] or 'never'}  {k['name']}")
+
+
+@apikey_app.command("revoke")
+def apikey_revoke(key_id: int = typer.Argument(..., help="The key's id (see `wattline apikey list`).")) -> None:
+    """Revoke a key at once."""
+    from app.apikeys import revoke_key
+    from app.db import connect
+
+    with connect() as conn:
+        if not revoke_key(conn, key_id):
+            fail(f"no active key with id {key_id}")
+    typer.echo(f"key {key_id} revoked")
+
+
+# -------------------------------------------------------------------------- api
+@app.command("api")
+def api(
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8000, "--port"),
+    workers: int = typer.Option(1, "--workers", min=1),
+) -> None:
+    """Serve the HTTP API (push ingest, health) with uvicorn."""
+    import uvicorn
+
+    uvicorn.run("app.api:create_app", factory=True, host=host, port=port, workers=workers,
+                log_level=get_settings().log_level.lower())
+
+
 def _register_plugins() -> None:
     for ep in entry_points(group="wattline.commands"):
         try:
