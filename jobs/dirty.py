@@ -24,10 +24,19 @@ class DirtyRange:
     reason: str = ""
 
 
-def pending(conn: psycopg.Connection, stage: str, kind: str) -> tuple[list[DirtyRange], int]:
+def pending(
+    conn: psycopg.Connection,
+    stage: str,
+    kind: str,
+    *,
+    reason_like: str | None = None,
+    reason_not_like: str | None = None,
+) -> tuple[list[DirtyRange], int]:
     """Entries after the stage's cursor; kind 'point' or 'meter'. Returns (ranges, last id seen).
 
-    The stage's cursor row is locked for the rest of the transaction.
+    reason_like / reason_not_like (SQL LIKE patterns) narrow the entries, e.g. a stage
+    skips the entries it logged itself. The stage's cursor row is locked for the rest of
+    the transaction.
     """
     if kind not in ("point", "meter"):
         raise ValueError(f"kind must be 'point' or 'meter', not {kind!r}")
@@ -41,8 +50,10 @@ def pending(conn: psycopg.Connection, stage: str, kind: str) -> tuple[list[Dirty
     where = "point_id IS NOT NULL" if kind == "point" else "point_id IS NULL"
     rows = conn.execute(
         f"SELECT range_start, range_end, point_id, meter_id, reason FROM ops.dirty_range "
-        f"WHERE id > %s AND id <= %s AND {where} ORDER BY id",
-        (last, high),
+        f"WHERE id > %s AND id <= %s AND {where} "
+        f"AND (%s::text IS NULL OR reason LIKE %s) AND (%s::text IS NULL OR reason NOT LIKE %s) "
+        f"ORDER BY id",
+        (last, high, reason_like, reason_like, reason_not_like, reason_not_like),
     ).fetchall()
     return [DirtyRange(*r) for r in rows], high
 

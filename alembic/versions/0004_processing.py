@@ -12,7 +12,7 @@ down_revision = "0003"
 branch_labels = None
 depends_on = None
 
-FILES: list[str] = []
+FILES: list[str] = ["clean.sql", "normalize.sql", "recompute.sql"]
 
 
 def upgrade() -> None:

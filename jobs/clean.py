@@ -1,0 +1,61 @@
+"""Cleaning stage: flag suspect raw readings so normalization skips them and people can
+see why, without ever deleting a reading.
+
+The rules (non-finite, spike, recovering decrease, stuck) are window functions in
+sql/clean.sql, applied to many points in one statement; this module only decides the work:
+every point over an explicit range, or, incrementally, the readings after each point's
+cleaned_until plus the point dirty ranges (late or repaired readings, threshold changes)
+logged since the last run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+
+from jobs.dirty import advance, pending
+
+NAME = "clean"
+
+_NEW_READINGS = """
+SELECT p.id, n.first_ts, 'infinity'::timestamptz
+FROM config.point p
+LEFT JOIN ops.point_watermark w ON w.point_id = p.id
+CROSS JOIN LATERAL (
+    SELECT min(r.ts) AS first_ts FROM raw.point_value r
+    WHERE r.point_id = p.id AND r.ts > coalesce(w.cleaned_until, '-infinity')
+) n
+WHERE n.first_ts IS NOT NULL
+"""
+
+
+def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None) -> int:
+    """Flag readings; returns how many readings' flags changed."""
+    if (start is None) != (end is None):
+        raise ValueError("give both start and end, or neither")
+    if start is not None:
+        if start >= end:
+            raise ValueError(f"empty range: {start} >= {end}")
+        return clean_ranges(conn, [(pid, start, end) for (pid,) in conn.execute("SELECT id FROM config.point")])
+    entries, high = pending(conn, NAME, "point", reason_not_like="clean:%")
+    (touched,) = conn.execute(
+        "SELECT raw.clean_ranges(array_agg(point_id), array_agg(s), array_agg(e)) FROM ("
+        + _NEW_READINGS
+        + " UNION ALL SELECT * FROM unnest(%s::int[], %s::timestamptz[], %s::timestamptz[])"
+        ") w(point_id, s, e)",
+        ([r.point_id for r in entries], [r.start for r in entries], [r.end for r in entries]),
+    ).fetchone()
+    advance(conn, NAME, high)
+    return int(touched or 0)
+
+
+def clean_ranges(conn: psycopg.Connection, work: list[tuple[int, dt.datetime, dt.datetime]]) -> int:
+    """Apply the rules to (point_id, start, end) ranges (overlaps are merged)."""
+    if not work:
+        return 0
+    points, starts, ends = (list(col) for col in zip(*work))
+    (changed,) = conn.execute(
+        "SELECT raw.clean_ranges(%s::int[], %s::timestamptz[], %s::timestamptz[])", (points, starts, ends)
+    ).fetchone()
+    return int(changed)

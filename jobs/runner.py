@@ -1,0 +1,250 @@
+"""Runs the pipeline stages in order, records every run, and keeps two runners from doing
+the same work.
+
+PIPELINE is the one list of stages; later issues append theirs (billing, carbon). A stage
+module that does not exist yet is skipped with a warning, so the pipeline runs with
+whatever is installed.
+
+Each stage run is two things in the database: an ops.job_run row, committed on its own
+before the stage starts and updated after it ends (so a failed stage is still recorded,
+as 'error'), and the stage's own transaction, which first takes a transaction-level
+advisory lock for the stage. A second runner that finds the lock taken records the run
+as 'skipped' and moves on; the lock is released with the transaction, also on a crash.
+
+The scheduler runs one job, the whole pipeline in order, rather than a job per stage:
+stages must run in order within a cycle (normalize must see what clean flagged, rollups
+what normalize wrote), and separate interval jobs drift apart and interleave. The job has
+coalesce=True and max_instances=1, so a slow cycle delays the next instead of stacking.
+A cycle that cannot reach the database logs the fault and the next cycle retries.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+import logging
+import signal
+import socket
+import threading
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import psycopg
+
+from jobs.base import StageModule
+
+log = logging.getLogger("wattline.jobs")
+
+# Stage order. Append new stages here (later: "billing", "carbon").
+PIPELINE: tuple[str, ...] = ("clean", "normalize", "offline", "virtual", "rollups")
+
+# Advisory lock key space for stages: (class, hashtext(stage name)).
+_LOCK_CLASS = 0x5761_7474  # "Watt"
+
+
+class UnknownStage(ValueError):
+    """A stage name that is not in the pipeline or whose module cannot be found."""
+
+
+@dataclass
+class StageResult:
+    stage: str
+    status: str                 # ok | error | skipped
+    rows: int = 0
+    error: str | None = None
+    seconds: float = 0.0
+    job_run_id: int | None = None
+
+
+def load_stage(name: str) -> StageModule:
+    """The module jobs.<name>; UnknownStage if it does not exist."""
+    try:
+        module = importlib.import_module(f"jobs.{name}")
+    except ModuleNotFoundError as exc:
+        if exc.name == f"jobs.{name}":
+            raise UnknownStage(f"stage {name!r} has no module jobs/{name}.py") from None
+        raise
+    if not callable(getattr(module, "run", None)) or getattr(module, "NAME", None) != name:
+        raise UnknownStage(f"jobs/{name}.py does not follow the stage contract (NAME, run)")
+    return module  # type: ignore[return-value]
+
+
+_warned: set[str] = set()
+
+
+def load_pipeline(names: Iterable[str] = PIPELINE) -> list[StageModule]:
+    """The stages that exist, in order; missing ones are skipped (with a warning, once)."""
+    stages = []
+    for name in names:
+        try:
+            stages.append(load_stage(name))
+        except UnknownStage as exc:
+            if name not in _warned:
+                _warned.add(name)
+                log.warning("skipping stage %s: %s", name, exc)
+    return stages
+
+
+def run_stage(
+    conn: psycopg.Connection,
+    stage: StageModule,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    *,
+    wait: bool = False,
+) -> StageResult:
+    """Run one stage once in its own transaction and record it in ops.job_run.
+
+    conn must be in autocommit mode (the job_run row commits on its own). With wait=False
+    a stage another runner holds is recorded as 'skipped'; with wait=True (backfill) the
+    run waits for the lock. Stage errors are recorded and returned, not raised; a lost
+    database connection is raised (nothing can be recorded then).
+    """
+    if not conn.autocommit:
+        raise ValueError("run_stage needs an autocommit connection")
+    (job_id,) = conn.execute(
+        "INSERT INTO ops.job_run (stage, range_start, range_end, host) VALUES (%s, %s, %s, %s) RETURNING id",
+        (stage.NAME, start, end, socket.gethostname()),
+    ).fetchone()
+    began = dt.datetime.now(dt.timezone.utc)
+    result = StageResult(stage.NAME, "ok", job_run_id=job_id)
+    try:
+        with conn.transaction():
+            if wait:
+                conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, stage.NAME))
+                locked = True
+            else:
+                (locked,) = conn.execute(
+                    "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, stage.NAME)
+                ).fetchone()
+            if locked:
+                result.rows = int(stage.run(conn, start, end) or 0)
+            else:
+                result.status = "skipped"
+    except psycopg.OperationalError:
+        raise
+    except Exception as exc:  # the stage failed: record it, keep the runner alive
+        result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
+        log.error("stage %s failed: %s", stage.NAME, result.error)
+    result.seconds = (dt.datetime.now(dt.timezone.utc) - began).total_seconds()
+    conn.execute(
+        "UPDATE ops.job_run SET finished_at = now(), rows_touched = %s, status = %s, error = %s WHERE id = %s",
+        (result.rows, result.status, result.error, job_id),
+    )
+    return result
+
+
+def run_pipeline(
+    conn: psycopg.Connection,
+    start: dt.datetime | None = None,
+    end: dt.datetime | None = None,
+    *,
+    stages: list[StageModule] | None = None,
+    wait: bool = False,
+) -> list[StageResult]:
+    """Every stage once, in order; stops at the first error (the next cycle retries)."""
+    results = []
+    for stage in stages if stages is not None else load_pipeline():
+        result = run_stage(conn, stage, start, end, wait=wait)
+        results.append(result)
+        if result.status == "error":
+            break
+    return results
+
+
+def chunks(start: dt.datetime, end: dt.datetime, size: dt.timedelta) -> Iterator[tuple[dt.datetime, dt.datetime]]:
+    """[start, end) cut into consecutive pieces of at most `size`."""
+    if start >= end:
+        raise ValueError(f"empty range: {start} >= {end}")
+    if size <= dt.timedelta(0):
+        raise ValueError("chunk size must be positive")
+    while start < end:
+        yield start, min(start + size, end)
+        start += size
+
+
+def backfill(
+    conn: psycopg.Connection,
+    start: dt.datetime,
+    end: dt.datetime,
+    *,
+    chunk: dt.timedelta = dt.timedelta(days=1),
+    stages: list[StageModule] | None = None,
+    progress: Callable[[str, dt.datetime, dt.datetime], None] | None = None,
+) -> dict[str, StageResult]:
+    """Recompute [start, end) through every stage, stage by stage, chunk by chunk.
+
+    Stage-major order means every chunk of a stage sees the previous stage complete over
+    the whole range (cleaning at a chunk edge looks at the next chunk's readings). Waits
+    for a stage's lock rather than skipping. Raises RuntimeError on a stage error.
+    Returns per stage the summed rows and seconds.
+    """
+    pieces = list(chunks(start, end, chunk))
+    totals: dict[str, StageResult] = {}
+    for stage in stages if stages is not None else load_pipeline():
+        total = totals.setdefault(stage.NAME, StageResult(stage.NAME, "ok"))
+        for lo, hi in pieces:
+            result = run_stage(conn, stage, lo, hi, wait=True)
+            if result.status == "error":
+                raise RuntimeError(f"stage {stage.NAME} failed over [{lo}, {hi}): {result.error}")
+            total.rows += result.rows
+            total.seconds += result.seconds
+            if progress:
+                progress(stage.NAME, lo, hi)
+    return totals
+
+
+def cycle(url: str | None = None) -> list[StageResult]:
+    """One scheduled pipeline cycle on a fresh connection; faults are logged, not raised."""
+    from app.db import database_url
+
+    try:
+        with psycopg.connect(url or database_url(), autocommit=True) as conn:
+            results = run_pipeline(conn)
+    except psycopg.OperationalError as exc:
+        log.warning("pipeline cycle could not reach the database (retrying next cycle): %s", exc)
+        return []
+    except Exception:  # never let one bad cycle kill the scheduler
+        log.exception("pipeline cycle failed")
+        return []
+    summary = ", ".join(f"{r.stage} {r.status} {r.rows} rows {r.seconds:.2f}s" for r in results)
+    log.info("cycle: %s", summary or "no stages")
+    return results
+
+
+def make_scheduler(interval_s: float, url: str | None = None, *, run_now: bool = True):
+    """A BackgroundScheduler with the pipeline as its one job (not started)."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    if interval_s <= 0:
+        raise ValueError("interval must be positive")
+    scheduler = BackgroundScheduler(timezone=dt.timezone.utc)
+    scheduler.add_job(
+        cycle,
+        "interval",
+        seconds=interval_s,
+        args=[url],
+        id="pipeline",
+        name="wattline pipeline",
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=max(1, int(interval_s)),
+        next_run_time=dt.datetime.now(dt.timezone.utc) if run_now else None,
+    )
+    return scheduler
+
+
+def serve(interval_s: float, url: str | None = None, stop: threading.Event | None = None) -> None:
+    """Run the scheduler until SIGTERM/SIGINT (or `stop` is set); a running cycle finishes first."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, frame: stop.set())
+    scheduler = make_scheduler(interval_s, url)
+    scheduler.start()
+    log.info("pipeline every %ss: %s", interval_s, " → ".join(s.NAME for s in load_pipeline()))
+    try:
+        stop.wait()
+    finally:
+        log.info("shutting down: waiting for the running cycle")
+        scheduler.shutdown(wait=True)

@@ -1,0 +1,249 @@
+-- Cleaning of raw readings: quality bits, the rule behind every flag, per-point thresholds
+-- and the set function that applies the rules.
+-- Grain: one flag row per reading and rule (raw.clean_flag); one settings row per point
+-- that departs from the defaults (config.point_cleaning).
+-- Written by jobs.clean (flags, raw.point_value.quality bits 2-16) and by users (thresholds);
+-- read by jobs.normalize (ignores readings flagged 2, 4 or 8), reports and people asking
+-- "why was this reading not used?". Cleaning never deletes a reading.
+
+-- The raw.point_value.quality bits, named. Bit 1 is set by the writer at ingest.
+CREATE TABLE raw.quality_flag (
+    bit         integer PRIMARY KEY,
+    name        text NOT NULL UNIQUE,
+    description text NOT NULL
+);
+INSERT INTO raw.quality_flag VALUES
+    (1,  'out_of_limits',       'outside the point''s low/high limits (set by the writer, reading kept and used)'),
+    (2,  'non_finite',          'NaN or infinite value; ignored. Duplicates cannot be stored: the unique (point_id, ts) index refuses them and the writer counts them'),
+    (4,  'spike',               'cumulative register: a single reading above both neighbours that the register falls back from; ignored by normalization'),
+    (8,  'recovering_decrease', 'cumulative register: below the previous level, which the register regains within the next 3 readings; ignored by normalization'),
+    (16, 'stuck',               'analog point: exactly the same value for longer than the point''s stuck_after threshold');
+
+CREATE FUNCTION raw.quality_names(q integer) RETURNS text[]
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(array_agg(name ORDER BY bit), '{}') FROM raw.quality_flag WHERE q & bit <> 0
+$$;
+
+-- Why a reading was flagged: one row per reading and rule, with the evidence.
+CREATE TABLE raw.clean_flag (
+    point_id   integer     NOT NULL,
+    ts         timestamptz NOT NULL,
+    rule       text        NOT NULL REFERENCES raw.quality_flag (name),
+    detail     text        NOT NULL,
+    flagged_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (point_id, ts, rule)
+);
+
+-- Per-point thresholds; a point without a row uses the defaults shown here.
+CREATE TABLE config.point_cleaning (
+    point_id        integer  PRIMARY KEY REFERENCES config.point (id) ON DELETE CASCADE,
+    check_registers boolean  NOT NULL DEFAULT true,               -- spike / recovering-decrease rules on energy points
+    stuck_after     interval DEFAULT interval '6 hours'           -- analog points; NULL: never flag stuck
+                    CHECK (stuck_after IS NULL OR stuck_after > interval '0'),
+    max_gap         interval NOT NULL DEFAULT interval '1 hour'   -- normalization: readings further apart are a gap (estimated)
+                    CHECK (max_gap > interval '0')
+);
+
+-- Clean keeps its own watermark beside normalization's.
+ALTER TABLE ops.point_watermark ADD COLUMN cleaned_until timestamptz;
+
+-- Union of overlapping (id, start, end) ranges per id: one non-overlapping set of ranges.
+CREATE FUNCTION ops.merge_ranges(p_id integer[], p_start timestamptz[], p_end timestamptz[])
+RETURNS TABLE (id integer, range_start timestamptz, range_end timestamptz)
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT id, min(s), max(e)
+    FROM (
+        SELECT id, s, e, sum(brk) OVER (PARTITION BY id ORDER BY s, e) AS grp
+        FROM (
+            SELECT id, s, e,
+                   CASE WHEN s <= max(e) OVER (PARTITION BY id ORDER BY s, e
+                                               ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING)
+                        THEN 0 ELSE 1 END AS brk
+            FROM unnest(p_id, p_start, p_end) AS u(id, s, e)
+            WHERE id IS NOT NULL AND s < e
+        ) a
+    ) b
+    GROUP BY id, grp
+$$;
+
+-- Apply the cleaning rules to the readings of each (point, start, end) range, widened by 8
+-- readings each way (a new reading can change its predecessors' verdicts) and evaluated
+-- with 12 more readings of context, so a reading's flags do not depend on how the work was
+-- cut. Rules, on finite readings in time order:
+--   spike (4):   energy point, v > next, next >= prev, v > prev.
+--   recovering decrease (8): energy point, among non-spike readings: v below the maximum of
+--                the 3 previous readings, and one of the next 3 readings regains that level.
+--   stuck (16):  analog point, value unchanged since a reading more than stuck_after ago
+--                (looks back at most stuck_after + 1 day).
+--   non-finite (2): NaN / ±Infinity.
+-- Only readings whose bits change are updated; raw.clean_flag is brought in line; changes to
+-- readings normalization has already consumed are logged as point dirty ranges.
+-- Returns the number of readings whose flags changed.
+CREATE FUNCTION raw.clean_ranges(p_point integer[], p_start timestamptz[], p_end timestamptz[])
+RETURNS bigint
+LANGUAGE sql AS $$
+WITH req AS (
+    SELECT m.id AS point_id, m.range_start, m.range_end
+    FROM ops.merge_ranges(p_point, p_start, p_end) m
+    JOIN config.point p ON p.id = m.id
+),
+-- Widen by 8 readings each way, then merge again.
+widened AS (
+    SELECT w.id AS point_id, w.range_start, w.range_end
+    FROM ops.merge_ranges(
+        ARRAY(SELECT point_id FROM req ORDER BY point_id, range_start),
+        ARRAY(SELECT coalesce((SELECT r.ts FROM raw.point_value r
+                               WHERE r.point_id = q.point_id AND r.ts < q.range_start
+                               ORDER BY r.ts DESC OFFSET 7 LIMIT 1), q.range_start)
+              FROM req q ORDER BY q.point_id, q.range_start),
+        ARRAY(SELECT coalesce((SELECT r.ts + interval '1 microsecond' FROM raw.point_value r
+                               WHERE r.point_id = q.point_id AND r.ts >= q.range_end
+                               ORDER BY r.ts OFFSET 7 LIMIT 1), q.range_end)
+              FROM req q ORDER BY q.point_id, q.range_start)
+    ) w
+),
+ctx AS (
+    SELECT w.point_id, w.range_start, w.range_end, p.object_type,
+           coalesce(pc.check_registers, true) AS check_registers,
+           CASE WHEN pc.point_id IS NULL THEN interval '6 hours' ELSE pc.stuck_after END AS stuck_after,
+           coalesce((SELECT r.ts FROM raw.point_value r
+                     WHERE r.point_id = w.point_id AND r.ts < w.range_start
+                     ORDER BY r.ts DESC OFFSET 11 LIMIT 1), '-infinity') AS ctx_lo,
+           coalesce((SELECT r.ts FROM raw.point_value r
+                     WHERE r.point_id = w.point_id AND r.ts >= w.range_end
+                     ORDER BY r.ts OFFSET 11 LIMIT 1), 'infinity') AS ctx_hi
+    FROM widened w
+    JOIN config.point p ON p.id = w.point_id
+    LEFT JOIN config.point_cleaning pc ON pc.point_id = w.point_id
+),
+verdict AS (
+    SELECT c.point_id, v.ts, v.quality, v.bits, v.detail
+    FROM ctx c
+    CROSS JOIN LATERAL (
+        SELECT d.ts, d.quality,
+               (CASE WHEN d.bad THEN 2 ELSE 0 END)
+             | (CASE WHEN d.spike THEN 4 ELSE 0 END)
+             | (CASE WHEN d.dip THEN 8 ELSE 0 END)
+             | (CASE WHEN d.stuck THEN 16 ELSE 0 END) AS bits,
+               d.detail
+        FROM (
+            SELECT s.ts, s.quality, s.bad, s.spike,
+                   coalesce(s.dip, false) AS dip,
+                   coalesce(s.stuck, false) AS stuck,
+                   nullif(coalesce(CASE
+                       WHEN s.bad THEN jsonb_build_object('non_finite', format('value %s is not a finite number', s.value))
+                       WHEN s.spike THEN jsonb_build_object('spike', format('%s above both neighbours %s and %s', s.value, s.prev, s.next))
+                       WHEN s.dip THEN jsonb_build_object('recovering_decrease', format('%s below previous level %s, regained %s within 3 readings', s.value, s.prevmax, s.nextmax))
+                       WHEN s.stuck THEN jsonb_build_object('stuck', format('unchanged at %s since %s (longer than %s)', s.value, s.run_start, c.stuck_after))
+                   END, '{}'::jsonb)
+                   || coalesce(CASE WHEN s.quality & 1 <> 0
+                           THEN jsonb_build_object('out_of_limits', format('%s outside the point limits', s.value)) END,
+                           '{}'::jsonb), '{}'::jsonb) AS detail
+            FROM (
+                SELECT t.*,
+                       CASE WHEN c.object_type = 'energy' AND c.check_registers AND NOT (t.bad OR t.spike)
+                            THEN t.value < t.prevmax AND t.nextmax >= t.prevmax END AS dip,
+                       CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL AND NOT t.bad
+                            THEN t.ts - min(t.ts) OVER (PARTITION BY t.bad, t.run) > c.stuck_after END AS stuck,
+                       min(t.ts) OVER (PARTITION BY t.bad, t.run) AS run_start
+                FROM (
+                    SELECT u.*,
+                           max(u.value) OVER (PARTITION BY u.bad OR u.spike ORDER BY u.ts
+                                              ROWS BETWEEN 3 PRECEDING AND 1 PRECEDING) AS prevmax,
+                           max(u.value) OVER (PARTITION BY u.bad OR u.spike ORDER BY u.ts
+                                              ROWS BETWEEN 1 FOLLOWING AND 3 FOLLOWING) AS nextmax,
+                           sum(u.changed) OVER (PARTITION BY u.bad ORDER BY u.ts) AS run
+                    FROM (
+                        SELECT r.*,
+                               coalesce(c.object_type = 'energy' AND c.check_registers AND NOT r.bad
+                                        AND r.value > r.next AND r.next >= r.prev AND r.value > r.prev,
+                                        false) AS spike
+                        FROM (
+                            SELECT f.ts, f.value, f.quality, f.bad,
+                                   lag(f.value) OVER o AS prev, lead(f.value) OVER o AS next,
+                                   CASE WHEN f.value = lag(f.value) OVER o THEN 0 ELSE 1 END AS changed
+                            FROM (
+                                SELECT x.ts, x.value, x.quality,
+                                       NOT (x.value < 'Infinity' AND x.value > '-Infinity') AS bad
+                                FROM raw.point_value x
+                                WHERE x.point_id = c.point_id
+                                  AND x.ts >= CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
+                                                   THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
+                                                   ELSE c.ctx_lo END
+                                  AND x.ts <= c.ctx_hi
+                            ) f
+                            WINDOW o AS (PARTITION BY f.bad ORDER BY f.ts)
+                        ) r
+                    ) u
+                ) t
+            ) s
+            WHERE s.ts >= c.range_start AND s.ts < c.range_end
+        ) d
+        WHERE d.bad OR d.spike OR d.dip OR d.stuck OR d.quality & 30 <> 0 OR d.detail IS NOT NULL
+    ) v
+),
+updated AS (
+    UPDATE raw.point_value r
+    SET quality = (r.quality & ~30) | v.bits
+    FROM verdict v
+    WHERE r.point_id = v.point_id AND r.ts = v.ts AND (r.quality & 30) <> v.bits
+    RETURNING r.point_id, r.ts
+),
+wanted AS (
+    SELECT v.point_id, v.ts, e.key AS rule, e.value AS detail
+    FROM verdict v CROSS JOIN LATERAL jsonb_each_text(v.detail) e
+),
+flags_removed AS (
+    DELETE FROM raw.clean_flag f
+    USING ctx c
+    WHERE f.point_id = c.point_id AND f.ts >= c.range_start AND f.ts < c.range_end
+      AND NOT EXISTS (SELECT 1 FROM wanted w WHERE w.point_id = f.point_id AND w.ts = f.ts AND w.rule = f.rule)
+    RETURNING 1
+),
+flags_added AS (
+    INSERT INTO raw.clean_flag (point_id, ts, rule, detail)
+    SELECT point_id, ts, rule, detail FROM wanted
+    ON CONFLICT (point_id, ts, rule) DO UPDATE SET detail = EXCLUDED.detail, flagged_at = now()
+        WHERE raw.clean_flag.detail IS DISTINCT FROM EXCLUDED.detail
+    RETURNING 1
+),
+dirty AS (
+    INSERT INTO ops.dirty_range (point_id, range_start, range_end, reason)
+    SELECT u.point_id, min(u.ts), max(u.ts) + interval '1 microsecond', 'clean: flags changed'
+    FROM updated u JOIN ops.point_watermark w USING (point_id)
+    WHERE u.ts <= w.normalized_until
+    GROUP BY u.point_id
+    RETURNING 1
+),
+marks AS (
+    -- Advance cleaned_until when the cleaned range reaches back to it (no uncleaned gap).
+    INSERT INTO ops.point_watermark AS pw (point_id, normalized_until, cleaned_until)
+    SELECT c.point_id, '-infinity', c.last_ts
+    FROM (
+        SELECT c.point_id, c.range_start,
+               (SELECT max(r.ts) FROM raw.point_value r
+                WHERE r.point_id = c.point_id AND r.ts < c.range_end) AS last_ts
+        FROM ctx c
+    ) c
+    LEFT JOIN ops.point_watermark old ON old.point_id = c.point_id
+    WHERE c.last_ts IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM raw.point_value r
+                      WHERE r.point_id = c.point_id
+                        AND r.ts > coalesce(old.cleaned_until, '-infinity') AND r.ts < c.range_start)
+    ON CONFLICT (point_id) DO UPDATE
+        SET cleaned_until = greatest(pw.cleaned_until, EXCLUDED.cleaned_until)
+        WHERE pw.cleaned_until IS DISTINCT FROM greatest(pw.cleaned_until, EXCLUDED.cleaned_until)
+    RETURNING 1
+)
+-- (Data-modifying CTEs run to completion whether or not they are read.)
+SELECT count(*) FROM updated
+$$;
+
+-- migrate:down
+DROP FUNCTION IF EXISTS raw.clean_ranges(integer[], timestamptz[], timestamptz[]);
+DROP FUNCTION IF EXISTS ops.merge_ranges(integer[], timestamptz[], timestamptz[]);
+ALTER TABLE ops.point_watermark DROP COLUMN IF EXISTS cleaned_until;
+DROP TABLE IF EXISTS config.point_cleaning;
+DROP TABLE IF EXISTS raw.clean_flag;
+DROP FUNCTION IF EXISTS raw.quality_names(integer);
+DROP TABLE IF EXISTS raw.quality_flag;

@@ -1,0 +1,227 @@
+-- Normalization: cumulative energy registers (raw.point_value of 'energy' points) into
+-- 15-minute energy per physical meter (energy.meter_interval).
+-- Grain: one interval row per meter and UTC quarter hour. Written by jobs.normalize through
+-- energy.normalize_ranges; read by the rollups, billing, carbon and reports.
+--
+-- Method (docs/architecture.md, "Normalization"): consecutive good readings of a point form
+-- a pair (t0, v0) -> (t1, v1) whose advance d is v1 - v0, or R + 1 - v0 + v1 after a wrap
+-- when the meter has a register maximum R (rollover, 64), or v1 after a restart from zero
+-- (reset, 128). The advance is spread linearly over [t0, t1) - which is exactly linear
+-- interpolation of the register to the quarter boundaries - scaled by the multiplier of
+-- the meter_point link valid at each instant, and summed per quarter. A pair longer than
+-- the point's max_gap (default 1 hour) is a gap: its share is flagged estimated (4);
+-- otherwise measured (1), plus interpolated (2) when a quarter boundary falls strictly
+-- inside a pair. A quarter is written only when pairs cover all of it, so the leading edge
+-- waits for the reading after it. Readings flagged 2, 4 or 8 by cleaning are skipped.
+-- Over any span of written quarters the energy sum equals the register's net advance,
+-- corrected for rollovers and resets, times the multiplier (the conservation invariant).
+
+-- A reading normalization may use.
+-- (inlined as: quality & 14 = 0 AND value < 'Infinity' AND value > '-Infinity')
+
+-- The time span a meter has data in: its links' readings and its existing intervals.
+-- NULL when there is none. Used to bound open-ended ranges (configuration changes).
+CREATE FUNCTION energy.meter_data_span(p_meter integer) RETURNS tstzrange
+LANGUAGE sql STABLE AS $$
+    WITH links AS (
+        SELECT greatest(mp.valid_from, d.first_ts) AS lo, least(mp.valid_to, d.last_ts) AS hi
+        FROM config.meter_point mp
+        CROSS JOIN LATERAL (
+            SELECT (SELECT min(r.ts) FROM raw.point_value r WHERE r.point_id = mp.point_id) AS first_ts,
+                   (SELECT max(r.ts) + interval '1 microsecond' FROM raw.point_value r
+                    WHERE r.point_id = mp.point_id) AS last_ts
+        ) d
+        WHERE mp.meter_id = p_meter AND d.first_ts IS NOT NULL
+    ), bounds AS (
+        SELECT least((SELECT min(lo) FROM links WHERE lo < hi),
+                     (SELECT min(ts) FROM energy.meter_interval WHERE meter_id = p_meter)) AS lo,
+               greatest((SELECT max(hi) FROM links WHERE lo < hi),
+                        (SELECT max(ts) + interval '15 minutes' FROM energy.meter_interval
+                         WHERE meter_id = p_meter)) AS hi
+    )
+    SELECT CASE WHEN lo IS NOT NULL AND hi IS NOT NULL AND lo < hi THEN tstzrange(lo, hi) END FROM bounds
+$$;
+
+-- Meter work for changed point readings: each (point, start, end) widens to the good
+-- readings either side (the pairs that used them), then maps to the physical meters whose
+-- links use the point at that time.
+CREATE FUNCTION energy.point_work(p_point integer[], p_start timestamptz[], p_end timestamptz[])
+RETURNS TABLE (meter_id integer, range_start timestamptz, range_end timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT mp.meter_id, greatest(x.lo, mp.valid_from), least(x.hi, mp.valid_to)
+    FROM (
+        SELECT u.point_id,
+               coalesce((SELECT max(r.ts) FROM raw.point_value r
+                         WHERE r.point_id = u.point_id AND r.ts < u.s AND r.quality & 14 = 0
+                           AND r.value < 'Infinity' AND r.value > '-Infinity'),
+                        u.s) AS lo,
+               coalesce((SELECT min(r.ts) + interval '1 microsecond' FROM raw.point_value r
+                         WHERE r.point_id = u.point_id AND r.ts >= u.e AND r.quality & 14 = 0
+                           AND r.value < 'Infinity' AND r.value > '-Infinity'),
+                        u.e) AS hi
+        FROM unnest(p_point, p_start, p_end) AS u(point_id, s, e)
+    ) x
+    JOIN config.meter_point mp ON mp.point_id = x.point_id
+    JOIN config.meter m ON m.id = mp.meter_id AND m.kind = 'physical'
+    WHERE greatest(x.lo, mp.valid_from) < least(x.hi, mp.valid_to)
+$$;
+
+-- Points feeding physical meters that have readings after their normalization watermark:
+-- (point, first new reading, last new reading + 1 microsecond).
+CREATE FUNCTION energy.new_reading_work()
+RETURNS TABLE (point_id integer, range_start timestamptz, range_end timestamptz)
+LANGUAGE sql STABLE AS $$
+    SELECT p.point_id, n.first_ts, n.last_ts + interval '1 microsecond'
+    FROM (SELECT DISTINCT mp.point_id
+          FROM config.meter_point mp JOIN config.meter m ON m.id = mp.meter_id AND m.kind = 'physical') p
+    LEFT JOIN ops.point_watermark w ON w.point_id = p.point_id
+    CROSS JOIN LATERAL (
+        SELECT (SELECT min(r.ts) FROM raw.point_value r
+                WHERE r.point_id = p.point_id AND r.ts > coalesce(w.normalized_until, '-infinity')) AS first_ts,
+               (SELECT max(r.ts) FROM raw.point_value r WHERE r.point_id = p.point_id) AS last_ts
+    ) n
+    WHERE n.first_ts IS NOT NULL
+$$;
+
+-- Recompute the intervals of physical meters over (meter, start, end) ranges. Open-ended
+-- ranges are bounded by the meter's data; ranges widen to whole quarters and are merged.
+-- Upserts changed intervals, deletes intervals that no longer exist, logs each meter's
+-- rewritten span in ops.dirty_range for the stages downstream, and advances the points'
+-- normalized_until. Returns the number of interval rows written or deleted.
+CREATE FUNCTION energy.normalize_ranges(p_meter integer[], p_start timestamptz[], p_end timestamptz[])
+RETURNS bigint
+LANGUAGE sql AS $$
+WITH bounded AS (
+    SELECT u.meter_id,
+           CASE WHEN isfinite(u.s) THEN u.s ELSE greatest(u.s, lower(energy.meter_data_span(u.meter_id))) END AS s,
+           CASE WHEN isfinite(u.e) THEN u.e ELSE least(u.e, upper(energy.meter_data_span(u.meter_id))) END AS e
+    FROM unnest(p_meter, p_start, p_end) AS u(meter_id, s, e)
+    JOIN config.meter m ON m.id = u.meter_id AND m.kind = 'physical'
+),
+aligned AS (
+    SELECT meter_id, time_bucket('15 minutes', s) AS s,
+           time_bucket('15 minutes', e - interval '1 microsecond') + interval '15 minutes' AS e
+    FROM bounded WHERE s < e
+),
+work AS MATERIALIZED (
+    SELECT id AS meter_id, range_start AS rs, range_end AS re
+    FROM ops.merge_ranges(ARRAY(SELECT meter_id FROM aligned ORDER BY meter_id, s, e),
+                          ARRAY(SELECT s FROM aligned ORDER BY meter_id, s, e),
+                          ARRAY(SELECT e FROM aligned ORDER BY meter_id, s, e))
+),
+links AS MATERIALIZED (
+    SELECT w.meter_id, mp.point_id,
+           greatest(w.rs, mp.valid_from) AS lo, least(w.re, mp.valid_to) AS hi,
+           mp.multiplier,
+           m.register_max::double precision AS rmax,
+           coalesce(pc.max_gap, interval '1 hour') AS max_gap
+    FROM work w
+    JOIN config.meter m ON m.id = w.meter_id
+    JOIN config.meter_point mp ON mp.meter_id = w.meter_id AND mp.valid_from < w.re AND mp.valid_to > w.rs
+    LEFT JOIN config.point_cleaning pc ON pc.point_id = mp.point_id
+),
+pairs AS (
+    SELECT l.meter_id, l.multiplier, l.max_gap, l.lo, l.hi, p.t0, p.t1, p.d, p.f
+    FROM links l
+    CROSS JOIN LATERAL (
+        SELECT s.t0, s.t1,
+               CASE WHEN s.v1 >= s.v0 THEN s.v1 - s.v0
+                    WHEN l.rmax IS NOT NULL AND s.v0 <= l.rmax THEN l.rmax + 1 - s.v0 + s.v1
+                    ELSE s.v1 END AS d,
+               CASE WHEN s.v1 >= s.v0 THEN 0
+                    WHEN l.rmax IS NOT NULL AND s.v0 <= l.rmax THEN 64
+                    ELSE 128 END AS f
+        FROM (
+            SELECT lag(r.ts) OVER o AS t0, lag(r.value) OVER o AS v0, r.ts AS t1, r.value AS v1
+            FROM raw.point_value r
+            WHERE r.point_id = l.point_id
+              AND r.ts >= coalesce((SELECT max(b.ts) FROM raw.point_value b
+                                    WHERE b.point_id = l.point_id AND b.ts < l.lo AND b.quality & 14 = 0
+                                      AND b.value < 'Infinity' AND b.value > '-Infinity'), l.lo)
+              AND r.ts <= coalesce((SELECT min(b.ts) FROM raw.point_value b
+                                    WHERE b.point_id = l.point_id AND b.ts >= l.hi AND b.quality & 14 = 0
+                                      AND b.value < 'Infinity' AND b.value > '-Infinity'), l.hi)
+              AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
+            WINDOW o AS (ORDER BY r.ts)
+        ) s
+        WHERE s.t0 IS NOT NULL AND s.t1 > l.lo AND s.t0 < l.hi
+    ) p
+),
+pieces AS (
+    SELECT p.meter_id, q.q,
+           date_part('epoch', least(p.b, q.q + interval '15 minutes') - greatest(p.a, q.q)) AS secs,
+           p.scale,
+           p.f | (CASE WHEN p.t1 - p.t0 > p.max_gap THEN 4 ELSE 1 END)
+               | (CASE WHEN p.t0 < q.q OR p.t1 > q.q + interval '15 minutes' THEN 2 ELSE 0 END) AS flags
+    FROM (
+        SELECT pr.*, greatest(pr.t0, pr.lo) AS a, least(pr.t1, pr.hi) AS b,
+               pr.d * pr.multiplier / date_part('epoch', pr.t1 - pr.t0) AS scale
+        FROM pairs pr
+    ) p
+    CROSS JOIN LATERAL generate_series(time_bucket('15 minutes', p.a),
+                                       p.b - interval '1 microsecond',
+                                       interval '15 minutes') AS q(q)
+),
+computed AS MATERIALIZED (
+    SELECT i.meter_id, i.ts, i.energy,
+           (CASE WHEN i.q & 4 <> 0 THEN i.q & ~1 ELSE i.q END)
+         | (CASE WHEN i.energy * 4 < m.hourly_low OR i.energy * 4 > m.hourly_high THEN 32 ELSE 0 END) AS quality
+    FROM (
+        SELECT meter_id, q AS ts, sum(secs * scale) AS energy, bit_or(flags) AS q
+        FROM pieces
+        GROUP BY meter_id, q
+        HAVING sum(secs) >= 899.999
+    ) i
+    JOIN config.meter m ON m.id = i.meter_id
+),
+upserted AS (
+    INSERT INTO energy.meter_interval AS mi (meter_id, ts, energy, quality)
+    SELECT meter_id, ts, energy, quality FROM computed
+    ON CONFLICT (meter_id, ts) DO UPDATE SET energy = EXCLUDED.energy, quality = EXCLUDED.quality
+        WHERE (mi.energy, mi.quality) IS DISTINCT FROM (EXCLUDED.energy, EXCLUDED.quality)
+    RETURNING mi.meter_id, mi.ts
+),
+removed AS (
+    DELETE FROM energy.meter_interval mi
+    USING work w
+    WHERE mi.meter_id = w.meter_id AND mi.ts >= w.rs AND mi.ts < w.re
+      AND NOT EXISTS (SELECT 1 FROM computed c WHERE c.meter_id = mi.meter_id AND c.ts = mi.ts)
+    RETURNING mi.meter_id, mi.ts
+),
+changed AS (
+    SELECT meter_id, ts FROM upserted UNION ALL SELECT meter_id, ts FROM removed
+),
+logged AS (
+    INSERT INTO ops.dirty_range (meter_id, range_start, range_end, reason)
+    SELECT meter_id, min(ts), max(ts) + interval '15 minutes', 'normalize: intervals rewritten'
+    FROM changed GROUP BY meter_id
+    RETURNING 1
+),
+marks AS (
+    -- Advance normalized_until when the range reaches back to it (no unprocessed gap).
+    INSERT INTO ops.point_watermark AS pw (point_id, normalized_until)
+    SELECT x.point_id, max(x.last_ts)
+    FROM (
+        SELECT l.point_id, l.lo,
+               (SELECT max(r.ts) FROM raw.point_value r WHERE r.point_id = l.point_id AND r.ts < l.hi) AS last_ts
+        FROM links l
+    ) x
+    LEFT JOIN ops.point_watermark old ON old.point_id = x.point_id
+    WHERE x.last_ts IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM raw.point_value r
+                      WHERE r.point_id = x.point_id
+                        AND r.ts > coalesce(old.normalized_until, '-infinity') AND r.ts < x.lo)
+    GROUP BY x.point_id
+    ON CONFLICT (point_id) DO UPDATE SET normalized_until = EXCLUDED.normalized_until
+        WHERE EXCLUDED.normalized_until > pw.normalized_until
+    RETURNING 1
+)
+-- (Data-modifying CTEs run to completion whether or not they are read.)
+SELECT count(*) FROM changed
+$$;
+
+-- migrate:down
+DROP FUNCTION IF EXISTS energy.normalize_ranges(integer[], timestamptz[], timestamptz[]);
+DROP FUNCTION IF EXISTS energy.new_reading_work();
+DROP FUNCTION IF EXISTS energy.point_work(integer[], timestamptz[], timestamptz[]);
+DROP FUNCTION IF EXISTS energy.meter_data_span(integer);
