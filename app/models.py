@@ -23,7 +23,7 @@ from sqlalchemy import (
     Numeric,
     Text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, TIMESTAMP
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 TZ = TIMESTAMP(timezone=True)
@@ -167,6 +167,19 @@ class MeterPoint(Base):
     multiplier: Mapped[float] = mapped_column(Double, server_default="1")
     meter: Mapped[Meter] = relationship(back_populates="point_links")
     point: Mapped[Point] = relationship()
+
+
+class PointCleaning(Base):
+    """Per-point cleaning and gap thresholds (sql/clean.sql); absent row: the defaults."""
+
+    __tablename__ = "point_cleaning"
+    __table_args__ = {"schema": "config"}
+    point_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("config.point.id", ondelete="CASCADE"), primary_key=True
+    )
+    check_registers: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    stuck_after: Mapped[dt.timedelta | None] = mapped_column(INTERVAL, server_default="06:00:00")
+    max_gap: Mapped[dt.timedelta] = mapped_column(INTERVAL, server_default="01:00:00")
 
 
 class _Placed:
