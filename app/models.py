@@ -143,6 +143,8 @@ class Meter(Base):
     cost_center_id: Mapped[int | None] = _fk("config.cost_center.id", "SET NULL")
     formula: Mapped[str | None] = mapped_column(Text)
     description: Mapped[str | None] = mapped_column(Text)
+    # Offline meters: 24 hourly weights for spreading imported values (sql/offline_meters.sql).
+    load_profile: Mapped[list[float] | None] = mapped_column(ARRAY(Double))
 
     category: Mapped[EnergyCategory] = relationship(foreign_keys=[category_id])
     item: Mapped[EnergyItem | None] = relationship(
