@@ -120,11 +120,12 @@ SELECT meter_id, ts, CASE WHEN wsum > 0 THEN amount * w / wsum ELSE amount / n E
 FROM weighted
 """
 
-_APPLIED = _UNITS_CTE + """,
-gone AS (
-    DELETE FROM energy.offline_applied a USING u
-    WHERE a.meter_id = u.meter_id AND a.period_start >= u.month AND a.period_start < u.month + interval '1 month'
-)
+_UNAPPLY = _UNITS_CTE + """
+DELETE FROM energy.offline_applied a USING u
+WHERE a.meter_id = u.meter_id AND a.period_start >= u.month AND a.period_start < u.month + interval '1 month'
+"""
+
+_APPLIED = _UNITS_CTE + """
 INSERT INTO energy.offline_applied (meter_id, period_start, period, value, imported_at, load_profile)
 SELECT v.meter_id, v.period_start, v.period, v.value, v.imported_at, m.load_profile
 FROM u
@@ -147,6 +148,7 @@ def spread(conn: psycopg.Connection, units: list[tuple[int, dt.date]]) -> int:
     # The unique check of the insert needs the old rows gone first: two statements.
     removed = conn.execute(_CLEAR, params).rowcount
     written = conn.execute(_SPREAD, params).rowcount
+    conn.execute(_UNAPPLY, params)
     conn.execute(_APPLIED, params)
     conn.execute(_LOG, params)
     return removed + written
