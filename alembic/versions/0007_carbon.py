@@ -1,5 +1,8 @@
 """Carbon: emission factors, grid intensity, interval emissions.
 
+sql/carbon.sql builds the carbon rollups in the zone the energy rollups (0005) were
+built in; jobs.carbon rebuilds them if the energy rollups later move zone.
+
 Revision ID: 0007
 Revises: 0006
 Create Date: 2026-11-26
@@ -12,7 +15,7 @@ down_revision = "0006"
 branch_labels = None
 depends_on = None
 
-FILES: list[str] = []
+FILES: list[str] = ["carbon.sql"]
 
 
 def upgrade() -> None:
