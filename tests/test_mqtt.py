@@ -48,12 +48,15 @@ def wait_for(predicate, timeout: float = 20.0, what: str = "condition"):
 class Broker:
     """A private Mosquitto: loopback listener, persistent sessions on disk."""
 
-    def __init__(self, workdir: Path, port: int, passwords: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, port: int, passwords: dict[str, str] | None = None,
+                 tls: dict[str, Path] | None = None):
         self.workdir, self.port = workdir, port
         self.proc: subprocess.Popen | None = None
         workdir.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {port} 127.0.0.1",
+            *([f"cafile {tls['ca']}", f"certfile {tls['server_cert']}", f"keyfile {tls['server_key']}",
+               "require_certificate true"] if tls else []),
             "user root",  # stay the test's user: the work dir is private
             "persistence true",
             f"persistence_location {workdir}/",
@@ -99,10 +102,14 @@ def broker(tmp_path):
 
 
 class Publisher:
-    def __init__(self, port: int, username: str | None = None, password: str | None = None):
+    def __init__(self, port: int, username: str | None = None, password: str | None = None,
+                 tls: dict[str, Path] | None = None):
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-pub-{port}-{id(self)}")
         if username:
             self.client.username_pw_set(username, password)
+        if tls:
+            self.client.tls_set(ca_certs=str(tls["ca"]), certfile=str(tls["client_cert"]),
+                                keyfile=str(tls["client_key"]))
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
 
@@ -397,3 +404,45 @@ def test_dead_letters_survive_a_database_outage(db_url, server_url):
     with psycopg.connect(db_url) as conn:
         rows = conn.execute("SELECT payload, reason FROM ops.dead_letter ORDER BY id").fetchall()
     assert rows == [("payload one", "reason one"), ("payload\\x00two", "reason two")]
+
+
+def make_certificates(d: Path) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for 127.0.0.1 and a client certificate."""
+    d.mkdir(parents=True, exist_ok=True)
+    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
+
+    run("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=wattline-test-ca")
+    for who, cn, ext in (("server", "127.0.0.1", "subjectAltName=IP:127.0.0.1"),
+                         ("client", "collector", "extendedKeyUsage=clientAuth")):
+        (d / f"{who}.ext").write_text(ext + "\n")
+        run("req", *key, "-keyout", f"{who}.key", "-out", f"{who}.csr", "-subj", f"/CN={cn}")
+        run("x509", "-req", "-in", f"{who}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{who}.crt", "-days", "2", "-extfile", f"{who}.ext")
+    return {"ca": d / "ca.crt", "server_cert": d / "server.crt", "server_key": d / "server.key",
+            "client_cert": d / "client.crt", "client_key": d / "client.key"}
+
+
+@pytest.mark.skipif(not shutil.which("openssl"), reason="openssl not installed")
+def test_tls_with_client_certificate(db_url, conn, tmp_path):
+    certs = make_certificates(tmp_path / "pki")
+    broker = Broker(tmp_path / "tls-broker", free_port(), tls=certs).start()
+    try:
+        make_source(conn, broker.port, tls={"ca_file": str(certs["ca"]), "cert_file": str(certs["client_cert"]),
+                                            "key_file": str(certs["client_key"])})
+        source = load_sources(conn, "mqtt")[0]
+        dead = DeadLetters(db_url, max_age_s=0.1).start()
+        with BatchWriter(db_url, max_age_s=0.1, spool_dir=tmp_path / "spool") as writer:
+            collector = MqttCollector(source, writer, dead)
+            running = Running(collector)
+            wait_for(collector.subscribed.is_set, what="a TLS session")
+            pub = Publisher(broker.port, tls=certs)
+            pub.publish("site/m", {"ts": "2024-09-01T00:00:00Z", "values": {"energy": 9}})
+            pub.close()
+            wait_for(lambda: count_rows(conn) == 1, what="the reading over TLS")
+            running.stop()
+        dead.close()
+    finally:
+        broker.stop()
