@@ -21,6 +21,7 @@ from sqlalchemy import (
     Integer,
     LargeBinary,
     Numeric,
+    SmallInteger,
     Text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, TIMESTAMP
@@ -61,6 +62,8 @@ class Space(Base):
     timezone: Mapped[str | None] = mapped_column(Text)
     cost_center_id: Mapped[int | None] = _fk("config.cost_center.id", "SET NULL")
     description: Mapped[str | None] = mapped_column(Text)
+    # Grid region for carbon factors (sql/carbon.sql); meters below inherit it.
+    grid_region_id: Mapped[int | None] = _fk("config.carbon_region.id", "RESTRICT")
 
     parent: Mapped[Space | None] = relationship(remote_side=[id], back_populates="children")
     children: Mapped[list[Space]] = relationship(back_populates="parent", order_by="Space.name")
@@ -145,6 +148,8 @@ class Meter(Base):
     description: Mapped[str | None] = mapped_column(Text)
     # Offline meters: 24 hourly weights for spreading imported values (sql/offline_meters.sql).
     load_profile: Mapped[list[float] | None] = mapped_column(ARRAY(Double))
+    # Grid region for carbon factors (sql/carbon.sql); NULL: the nearest space's.
+    grid_region_id: Mapped[int | None] = _fk("config.carbon_region.id", "RESTRICT")
 
     category: Mapped[EnergyCategory] = relationship(foreign_keys=[category_id])
     item: Mapped[EnergyItem | None] = relationship(
@@ -297,3 +302,29 @@ class ApiKey(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(TZ)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(TZ)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(TZ)
+
+
+class CarbonRegion(Base):
+    """A grid region emission factors and intensity series are published for (sql/carbon.sql)."""
+
+    __tablename__ = "carbon_region"
+    __table_args__ = {"schema": "config"}
+    id: Mapped[int] = _pk()
+    name: Mapped[str] = mapped_column(Text, unique=True)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class EmissionFactor(Base):
+    """kgCO2e per category unit for a region (NULL: any), basis and validity (sql/carbon.sql)."""
+
+    __tablename__ = "emission_factor"
+    __table_args__ = {"schema": "config"}
+    id: Mapped[int] = _pk()
+    category_id: Mapped[int] = _fk("config.energy_category.id", "RESTRICT", nullable=False)
+    region_id: Mapped[int | None] = _fk("config.carbon_region.id", "RESTRICT")
+    basis: Mapped[str] = mapped_column(Text)
+    scope: Mapped[int] = mapped_column(SmallInteger)
+    valid_from: Mapped[dt.datetime] = mapped_column(TZ, server_default="-infinity")
+    valid_to: Mapped[dt.datetime] = mapped_column(TZ, server_default="infinity")
+    kgco2e_per_unit: Mapped[Decimal] = mapped_column(Numeric)
+    source: Mapped[str] = mapped_column(Text)
