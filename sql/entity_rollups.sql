@@ -3,8 +3,9 @@
 -- Grain: one row per entity (space, equipment, combined_equipment, tenant, store,
 -- shopfloor, cost_center), direction (input / output; only equipment and combined
 -- equipment have outputs), category, item (0: meters without an item) and local day /
--- local month of the reporting zone. Only buckets where at least one of the entity's
--- meters has data get a row; readers gap-fill with api.entity_series.
+-- local month of the reporting zone. Only days where at least one of the entity's
+-- meters has data get rows (then one per group, energy NULL for a group without data);
+-- readers gap-fill with api.entity_series.
 -- Written by jobs.rollups through energy.refresh_entity_rollups (from the per-meter
 -- daily rollup, over dirty ranges) and energy.refresh_dirty_entities (over the whole
 -- history of entities whose meter links changed, logged by the triggers below into
@@ -173,14 +174,25 @@ BEGIN
     ), groups AS (
         SELECT entity_kind, entity_id, direction, category_id, item_id, count(*)::integer AS meters
         FROM members GROUP BY 1, 2, 3, 4, 5
+    ), data AS (
+        SELECT mb.entity_kind, mb.entity_id, mb.direction, mb.category_id, mb.item_id, d.bucket,
+               sum(d.energy) AS energy, sum(d.intervals) AS intervals, sum(d.valued) AS valued,
+               sum(d.estimated) AS estimated, sum(d.manual) AS manual
+        FROM members mb
+        JOIN energy.meter_daily d ON d.meter_id = mb.meter_id AND d.bucket >= d0 AND d.bucket < d1
+        GROUP BY 1, 2, 3, 4, 5, 6
+    ), days AS (
+        -- A day the entity reported on gets a row for every group, so the groups that
+        -- reported nothing count as missing in its completeness.
+        SELECT DISTINCT entity_kind, entity_id, bucket FROM data
     )
     INSERT INTO energy.entity_daily
-    SELECT mb.entity_kind, mb.entity_id, mb.direction, mb.category_id, mb.item_id, d.bucket,
-           sum(d.energy), g.meters, sum(d.intervals), sum(d.valued), sum(d.estimated), sum(d.manual)
-    FROM members mb
-    JOIN groups g USING (entity_kind, entity_id, direction, category_id, item_id)
-    JOIN energy.meter_daily d ON d.meter_id = mb.meter_id AND d.bucket >= d0 AND d.bucket < d1
-    GROUP BY mb.entity_kind, mb.entity_id, mb.direction, mb.category_id, mb.item_id, d.bucket, g.meters;
+    SELECT g.entity_kind, g.entity_id, g.direction, g.category_id, g.item_id, days.bucket,
+           x.energy, g.meters, coalesce(x.intervals, 0), coalesce(x.valued, 0),
+           coalesce(x.estimated, 0), coalesce(x.manual, 0)
+    FROM groups g
+    JOIN days USING (entity_kind, entity_id)
+    LEFT JOIN data x USING (entity_kind, entity_id, direction, category_id, item_id, bucket);
     GET DIAGNOSTICS n = ROW_COUNT;
     total := total + n;
 
