@@ -208,11 +208,17 @@ class CollectorService:
         self.writer.update_points(self._scalings(sources), self._source_of(sources))
         wanted = {s.id: s for s in sources}
         stopped = started = 0
+        removed = []
         for sid in list(self.running):
             if sid not in wanted or wanted[sid] != self.running[sid].source:
                 await self._stop_source(sid)
-                self.status.forget_source(sid)
                 stopped += 1
+                if sid not in wanted:
+                    removed.append(sid)
+        if removed:   # their last state is saved before it is forgotten
+            await asyncio.to_thread(self.status.save)
+            for sid in removed:
+                self.status.forget_source(sid)
         for sid, source in wanted.items():
             if sid not in self.running:
                 self._start(source)
