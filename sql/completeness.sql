@@ -11,6 +11,7 @@
 --   manual    intervals with a value flagged manual (8), not estimated
 --   measured  every other interval with a value (measured, interpolated, virtual from good inputs)
 --   missing   expected − intervals with a value (absent rows, and virtual meters' NULLs)
+-- Shares are the counts over expected, rounded to 6 decimals.
 -- Idempotent (CREATE OR REPLACE): app.rollups.rebuild re-runs it after rebuilding the rollups.
 
 CREATE OR REPLACE VIEW api.meter_completeness_daily AS
@@ -24,10 +25,10 @@ SELECT d.meter_id,
        d.estimated,
        d.manual,
        x.expected - d.valued                            AS missing,
-       (d.valued - d.estimated - d.manual)::numeric / x.expected AS measured_share,
-       d.estimated::numeric / x.expected                AS estimated_share,
-       d.manual::numeric / x.expected                   AS manual_share,
-       (x.expected - d.valued)::numeric / x.expected    AS missing_share
+       round((d.valued - d.estimated - d.manual)::numeric / x.expected, 6) AS measured_share,
+       round(d.estimated::numeric / x.expected, 6)      AS estimated_share,
+       round(d.manual::numeric / x.expected, 6)         AS manual_share,
+       round((x.expected - d.valued)::numeric / x.expected, 6) AS missing_share
 FROM energy.meter_daily d
 CROSS JOIN energy.rollup_setting s
 JOIN config.meter m ON m.id = d.meter_id
@@ -43,10 +44,10 @@ SELECT t.entity_kind, t.entity_id, n.name AS entity, t.direction, t.category_id,
        t.estimated,
        t.manual,
        t.expected - t.valued                            AS missing,
-       (t.valued - t.estimated - t.manual)::numeric / t.expected AS measured_share,
-       t.estimated::numeric / t.expected                AS estimated_share,
-       t.manual::numeric / t.expected                   AS manual_share,
-       (t.expected - t.valued)::numeric / t.expected    AS missing_share
+       round((t.valued - t.estimated - t.manual)::numeric / t.expected, 6) AS measured_share,
+       round(t.estimated::numeric / t.expected, 6)      AS estimated_share,
+       round(t.manual::numeric / t.expected, 6)         AS manual_share,
+       round((t.expected - t.valued)::numeric / t.expected, 6) AS missing_share
 FROM (
     SELECT e.entity_kind, e.entity_id, e.direction, e.category_id, e.bucket,
            sum(e.meters)::bigint AS meters,
