@@ -117,69 +117,60 @@ ctx AS (
     LEFT JOIN config.point_cleaning pc ON pc.point_id = w.point_id
 ),
 verdict AS (
+    -- One ordered pass per range (the index order; no sorts): level 1 looks at the
+    -- neighbours, level 2 at the 3 readings either side (spikes left out) and at when the
+    -- value last changed. Non-finite values become NULL so they never act as neighbours.
     SELECT c.point_id, v.ts, v.quality, v.bits, v.detail
     FROM ctx c
     CROSS JOIN LATERAL (
-        SELECT d.ts, d.quality,
-               (CASE WHEN d.bad THEN 2 ELSE 0 END)
-             | (CASE WHEN d.spike THEN 4 ELSE 0 END)
-             | (CASE WHEN d.dip THEN 8 ELSE 0 END)
-             | (CASE WHEN d.stuck THEN 16 ELSE 0 END) AS bits,
-               d.detail
+        SELECT s.ts, s.quality,
+               (CASE WHEN s.v IS NULL THEN 2 ELSE 0 END)
+             | (CASE WHEN s.spike THEN 4 ELSE 0 END)
+             | (CASE WHEN s.dip THEN 8 ELSE 0 END)
+             | (CASE WHEN s.stuck THEN 16 ELSE 0 END) AS bits,
+               CASE WHEN s.v IS NULL OR s.spike OR s.dip OR s.stuck OR s.quality & 1 <> 0 THEN
+                   nullif(jsonb_strip_nulls(jsonb_build_object(
+                       'non_finite', CASE WHEN s.v IS NULL THEN format('value %s is not a finite number', s.value) END,
+                       'spike', CASE WHEN s.spike THEN format('%s above both neighbours %s and %s', s.v, s.prev, s.next) END,
+                       'recovering_decrease', CASE WHEN s.dip THEN format('%s below previous level %s, regained %s within 3 readings', s.v, s.prevmax, s.nextmax) END,
+                       'stuck', CASE WHEN s.stuck THEN format('unchanged at %s since %s (longer than %s)', s.v, s.run_start, c.stuck_after) END,
+                       'out_of_limits', CASE WHEN s.quality & 1 <> 0 THEN format('%s outside the point limits', s.value) END
+                   )), '{}'::jsonb)
+               END AS detail
         FROM (
-            SELECT s.ts, s.quality, s.bad, s.spike,
-                   coalesce(s.dip, false) AS dip,
-                   coalesce(s.stuck, false) AS stuck,
-                   nullif(coalesce(CASE
-                       WHEN s.bad THEN jsonb_build_object('non_finite', format('value %s is not a finite number', s.value))
-                       WHEN s.spike THEN jsonb_build_object('spike', format('%s above both neighbours %s and %s', s.value, s.prev, s.next))
-                       WHEN s.dip THEN jsonb_build_object('recovering_decrease', format('%s below previous level %s, regained %s within 3 readings', s.value, s.prevmax, s.nextmax))
-                       WHEN s.stuck THEN jsonb_build_object('stuck', format('unchanged at %s since %s (longer than %s)', s.value, s.run_start, c.stuck_after))
-                   END, '{}'::jsonb)
-                   || coalesce(CASE WHEN s.quality & 1 <> 0
-                           THEN jsonb_build_object('out_of_limits', format('%s outside the point limits', s.value)) END,
-                           '{}'::jsonb), '{}'::jsonb) AS detail
+            SELECT t.*,
+                   coalesce(c.object_type = 'energy' AND c.check_registers AND NOT t.spike
+                            AND t.v < t.prevmax AND t.nextmax >= t.prevmax, false) AS dip,
+                   coalesce(c.object_type = 'analog' AND t.ts - t.run_start > c.stuck_after, false) AS stuck
             FROM (
-                SELECT t.*,
-                       CASE WHEN c.object_type = 'energy' AND c.check_registers AND NOT (t.bad OR t.spike)
-                            THEN t.value < t.prevmax AND t.nextmax >= t.prevmax END AS dip,
-                       CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL AND NOT t.bad
-                            THEN t.ts - min(t.ts) OVER (PARTITION BY t.bad, t.run) > c.stuck_after END AS stuck,
-                       min(t.ts) OVER (PARTITION BY t.bad, t.run) AS run_start
+                SELECT u.*,
+                       max(CASE WHEN NOT u.spike THEN u.v END) OVER (ORDER BY u.ts ROWS BETWEEN 3 PRECEDING AND 1 PRECEDING) AS prevmax,
+                       max(CASE WHEN NOT u.spike THEN u.v END) OVER (ORDER BY u.ts ROWS BETWEEN 1 FOLLOWING AND 3 FOLLOWING) AS nextmax,
+                       max(CASE WHEN u.changed THEN u.ts END) OVER (ORDER BY u.ts ROWS UNBOUNDED PRECEDING) AS run_start
                 FROM (
-                    SELECT u.*,
-                           max(u.value) OVER (PARTITION BY u.bad OR u.spike ORDER BY u.ts
-                                              ROWS BETWEEN 3 PRECEDING AND 1 PRECEDING) AS prevmax,
-                           max(u.value) OVER (PARTITION BY u.bad OR u.spike ORDER BY u.ts
-                                              ROWS BETWEEN 1 FOLLOWING AND 3 FOLLOWING) AS nextmax,
-                           sum(u.changed) OVER (PARTITION BY u.bad ORDER BY u.ts) AS run
+                    SELECT r.*,
+                           coalesce(c.object_type = 'energy' AND c.check_registers
+                                    AND r.v > r.next AND r.next >= r.prev AND r.v > r.prev, false) AS spike
                     FROM (
-                        SELECT r.*,
-                               coalesce(c.object_type = 'energy' AND c.check_registers AND NOT r.bad
-                                        AND r.value > r.next AND r.next >= r.prev AND r.value > r.prev,
-                                        false) AS spike
-                        FROM (
-                            SELECT f.ts, f.value, f.quality, f.bad,
-                                   lag(f.value) OVER o AS prev, lead(f.value) OVER o AS next,
-                                   CASE WHEN f.value = lag(f.value) OVER o THEN 0 ELSE 1 END AS changed
-                            FROM (
-                                SELECT x.ts, x.value, x.quality,
-                                       NOT (x.value < 'Infinity' AND x.value > '-Infinity') AS bad
-                                FROM raw.point_value x
-                                WHERE x.point_id = c.point_id
-                                  AND x.ts >= CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
-                                                   THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
-                                                   ELSE c.ctx_lo END
-                                  AND x.ts <= c.ctx_hi
-                            ) f
-                            WINDOW o AS (PARTITION BY f.bad ORDER BY f.ts)
-                        ) r
-                    ) u
-                ) t
-            ) s
-            WHERE s.ts >= c.range_start AND s.ts < c.range_end
-        ) d
-        WHERE d.bad OR d.spike OR d.dip OR d.stuck OR d.quality & 30 <> 0 OR d.detail IS NOT NULL
+                        SELECT x.ts, x.value, x.quality, f.v,
+                               lag(f.v) OVER o AS prev, lead(f.v) OVER o AS next,
+                               f.v IS DISTINCT FROM lag(f.v) OVER o AS changed
+                        FROM raw.point_value x
+                        CROSS JOIN LATERAL (
+                            SELECT CASE WHEN x.value < 'Infinity' AND x.value > '-Infinity' THEN x.value END AS v
+                        ) f
+                        WHERE x.point_id = c.point_id
+                          AND x.ts >= CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
+                                           THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
+                                           ELSE c.ctx_lo END
+                          AND x.ts <= c.ctx_hi
+                        WINDOW o AS (ORDER BY x.ts)
+                    ) r
+                ) u
+            ) t
+            WHERE t.ts >= c.range_start AND t.ts < c.range_end
+        ) s
+        WHERE s.v IS NULL OR s.spike OR s.dip OR s.stuck OR s.quality & 31 <> 0
     ) v
 ),
 updated AS (

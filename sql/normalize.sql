@@ -85,7 +85,7 @@ $$;
 
 -- Recompute the intervals of physical meters over (meter, start, end) ranges. Open-ended
 -- ranges are bounded by the meter's data; ranges widen to whole quarters and are merged.
--- Upserts changed intervals, deletes intervals that no longer exist, logs each meter's
+-- Inserts new and upserts changed intervals, deletes intervals that no longer exist, logs each meter's
 -- rewritten span in ops.dirty_range for the stages downstream, and advances the points'
 -- normalized_until. Returns the number of interval rows written or deleted.
 CREATE FUNCTION energy.normalize_ranges(p_meter integer[], p_start timestamptz[], p_end timestamptz[])
@@ -147,20 +147,29 @@ pairs AS (
         WHERE s.t0 IS NOT NULL AND s.t1 > l.lo AND s.t0 < l.hi
     ) p
 ),
+spans AS MATERIALIZED (
+    SELECT pr.meter_id, pr.max_gap, pr.t0, pr.t1, pr.f,
+           greatest(pr.t0, pr.lo) AS a, least(pr.t1, pr.hi) AS b,
+           time_bucket('15 minutes', greatest(pr.t0, pr.lo)) AS qa,
+           pr.d * pr.multiplier / date_part('epoch', pr.t1 - pr.t0) AS scale
+    FROM pairs pr
+),
 pieces AS (
+    -- Most pairs lie within one quarter (readings every few minutes): no series needed.
+    SELECT p.meter_id, p.qa AS q, date_part('epoch', p.b - p.a) AS secs, p.scale,
+           p.f | (CASE WHEN p.t1 - p.t0 > p.max_gap THEN 4 ELSE 1 END)
+               | (CASE WHEN p.t0 < p.qa OR p.t1 > p.qa + interval '15 minutes' THEN 2 ELSE 0 END) AS flags
+    FROM spans p
+    WHERE p.b <= p.qa + interval '15 minutes'
+    UNION ALL
     SELECT p.meter_id, q.q,
-           date_part('epoch', least(p.b, q.q + interval '15 minutes') - greatest(p.a, q.q)) AS secs,
+           date_part('epoch', least(p.b, q.q + interval '15 minutes') - greatest(p.a, q.q)),
            p.scale,
            p.f | (CASE WHEN p.t1 - p.t0 > p.max_gap THEN 4 ELSE 1 END)
-               | (CASE WHEN p.t0 < q.q OR p.t1 > q.q + interval '15 minutes' THEN 2 ELSE 0 END) AS flags
-    FROM (
-        SELECT pr.*, greatest(pr.t0, pr.lo) AS a, least(pr.t1, pr.hi) AS b,
-               pr.d * pr.multiplier / date_part('epoch', pr.t1 - pr.t0) AS scale
-        FROM pairs pr
-    ) p
-    CROSS JOIN LATERAL generate_series(time_bucket('15 minutes', p.a),
-                                       p.b - interval '1 microsecond',
-                                       interval '15 minutes') AS q(q)
+               | (CASE WHEN p.t0 < q.q OR p.t1 > q.q + interval '15 minutes' THEN 2 ELSE 0 END)
+    FROM spans p
+    CROSS JOIN LATERAL generate_series(p.qa, p.b - interval '1 microsecond', interval '15 minutes') AS q(q)
+    WHERE p.b > p.qa + interval '15 minutes'
 ),
 computed AS MATERIALIZED (
     SELECT i.meter_id, i.ts, i.energy,
@@ -174,22 +183,43 @@ computed AS MATERIALIZED (
     ) i
     JOIN config.meter m ON m.id = i.meter_id
 ),
+existing AS MATERIALIZED (
+    SELECT mi.meter_id, mi.ts, mi.energy, mi.quality
+    FROM work w
+    JOIN energy.meter_interval mi ON mi.meter_id = w.meter_id AND mi.ts >= w.rs AND mi.ts < w.re
+),
+diff AS MATERIALIZED (
+    SELECT coalesce(c.meter_id, e.meter_id) AS meter_id, coalesce(c.ts, e.ts) AS ts,
+           c.energy, c.quality, e.meter_id IS NOT NULL AS present, c.meter_id IS NOT NULL AS wanted
+    FROM computed c FULL JOIN existing e ON e.meter_id = c.meter_id AND e.ts = c.ts
+    WHERE c.meter_id IS NULL OR e.meter_id IS NULL
+       OR (e.energy, e.quality) IS DISTINCT FROM (c.energy, c.quality)
+),
+-- New intervals: a plain INSERT is safe (the stage's advisory lock makes this the only
+-- writer of physical meters' intervals) and twice as fast as ON CONFLICT on a hypertable.
+inserted AS (
+    INSERT INTO energy.meter_interval (meter_id, ts, energy, quality)
+    SELECT meter_id, ts, energy, quality FROM diff WHERE wanted AND NOT present
+    ORDER BY meter_id, ts
+    RETURNING meter_id, ts
+),
 upserted AS (
     INSERT INTO energy.meter_interval AS mi (meter_id, ts, energy, quality)
-    SELECT meter_id, ts, energy, quality FROM computed
+    SELECT meter_id, ts, energy, quality FROM diff WHERE wanted AND present
+    ORDER BY meter_id, ts
     ON CONFLICT (meter_id, ts) DO UPDATE SET energy = EXCLUDED.energy, quality = EXCLUDED.quality
         WHERE (mi.energy, mi.quality) IS DISTINCT FROM (EXCLUDED.energy, EXCLUDED.quality)
     RETURNING mi.meter_id, mi.ts
 ),
 removed AS (
     DELETE FROM energy.meter_interval mi
-    USING work w
-    WHERE mi.meter_id = w.meter_id AND mi.ts >= w.rs AND mi.ts < w.re
-      AND NOT EXISTS (SELECT 1 FROM computed c WHERE c.meter_id = mi.meter_id AND c.ts = mi.ts)
+    USING diff d
+    WHERE NOT d.wanted AND mi.meter_id = d.meter_id AND mi.ts = d.ts
     RETURNING mi.meter_id, mi.ts
 ),
 changed AS (
-    SELECT meter_id, ts FROM upserted UNION ALL SELECT meter_id, ts FROM removed
+    SELECT meter_id, ts FROM inserted UNION ALL SELECT meter_id, ts FROM upserted
+    UNION ALL SELECT meter_id, ts FROM removed
 ),
 logged AS (
     INSERT INTO ops.dirty_range (meter_id, range_start, range_end, reason)
