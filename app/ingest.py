@@ -66,7 +66,7 @@ def clean_name(text: str) -> str:
 def localize(naive: dt.datetime, zone: dt.tzinfo) -> dt.datetime:
     """A wall-clock time in `zone` as an aware UTC instant. A time inside a DST gap is
     rejected; a repeated (autumn) time is its first occurrence."""
-    if zone in (UTC, dt.timezone.utc):
+    if zone is UTC:
         return naive.replace(tzinfo=UTC)
     aware = naive.replace(tzinfo=zone, fold=0)
     back = aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None)

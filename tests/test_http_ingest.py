@@ -12,6 +12,7 @@ from litestar.testing import TestClient
 
 from app.api import create_app
 from app.apikeys import issue_key, revoke_key
+from app.ingest import InputError, parse_timestamp, parse_value
 
 UTC = dt.timezone.utc
 PROBLEM = "application/problem+json"
@@ -157,6 +158,7 @@ def test_malformed_and_unsupported_bodies(client, keys):
     assert r.status_code == 415
     r = post(client, keys["ingest"], [{"point": "main", "ts": 1, "value": 1}] * 5000)
     assert r.status_code == 413
+    assert r.headers["content-type"].startswith(PROBLEM)
 
 
 def test_authentication_and_scopes(client, conn, keys):
@@ -210,3 +212,52 @@ def test_database_down_answers_503(server_url, db_url, keys):
                 assert c.get("/api/v1/health").json() == {"status": "degraded", "database": "unreachable"}
             finally:
                 admin.execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
+
+
+NOW = dt.datetime(2026, 1, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    (1709280000, dt.datetime(2024, 3, 1, 8, tzinfo=UTC)),               # epoch seconds
+    (1709280000.5, dt.datetime(2024, 3, 1, 8, 0, 0, 500000, tzinfo=UTC)),
+    (1709280000123, dt.datetime(2024, 3, 1, 8, 0, 0, 123000, tzinfo=UTC)),  # milliseconds
+    ("1709280000", dt.datetime(2024, 3, 1, 8, tzinfo=UTC)),
+    ("2024-03-01T09:00:00+01:00", dt.datetime(2024, 3, 1, 8, tzinfo=UTC)),
+    ("2024-03-01 08:00:00Z", dt.datetime(2024, 3, 1, 8, tzinfo=UTC)),
+    ("2024-03-01T08:00:00", dt.datetime(2024, 3, 1, 8, tzinfo=UTC)),     # naive: UTC here
+])
+def test_timestamp_spellings(raw, expected):
+    assert parse_timestamp(raw, now=NOW) == expected
+
+
+def test_naive_local_times_follow_the_zone_across_dst():
+    from zoneinfo import ZoneInfo
+
+    sthlm = ZoneInfo("Europe/Stockholm")
+    # The repeated autumn hour is its first occurrence (summer time, +02:00).
+    assert parse_timestamp("2024-10-27 02:30", naive_tz=sthlm, now=NOW) == dt.datetime(2024, 10, 27, 0, 30, tzinfo=UTC)
+    kolkata = ZoneInfo("Asia/Kolkata")
+    assert parse_timestamp("2024-01-01 05:30", naive_tz=kolkata, now=NOW) == dt.datetime(2024, 1, 1, tzinfo=UTC)
+    with pytest.raises(InputError, match="daylight-saving gap"):
+        parse_timestamp("2024-03-31 02:30", naive_tz=sthlm, now=NOW)
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (True, "a boolean is not a timestamp"),
+    ("2026-01-03T00:00:00Z", "more than a day in the future"),
+    (-5, "before 1970"),
+    (1e15, "epoch number too large"),
+    (None, "missing timestamp"),
+])
+def test_timestamps_refused(raw, reason):
+    with pytest.raises(InputError, match=reason):
+        parse_timestamp(raw, now=NOW)
+
+
+@pytest.mark.parametrize("raw, reason", [
+    (float("nan"), "not a finite number"), ("inf", "not a finite number"), (False, "a boolean"),
+    ("", "missing value"), ("1,5", "not a number"), ([1], "a list is not a number"),
+])
+def test_values_refused(raw, reason):
+    with pytest.raises(InputError, match=reason):
+        parse_value(raw)
