@@ -1,0 +1,48 @@
+"""Carbon stage: 15-minute emissions (location- and market-based kgCO2e, kgce) per meter,
+then the carbon rollups, after the energy rollups.
+
+Set-based SQL (carbon.compute_emissions) deletes and rewrites each span, so a rerun
+gives the same rows. Incremental work is the meter entries of the dirty-range log after
+this stage's cursor: intervals the earlier stages wrote, and the spans the carbon
+triggers log when a factor, an intensity value, a region or a kgce factor changes. The
+carbon rollups follow the energy rollups' zone; if those were rebuilt in another zone,
+the carbon rollups are rebuilt first.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import psycopg
+
+from app.carbon import compute, rebuild_rollups, rollups_in_step
+from jobs.dirty import DirtyRange, advance, merge, pending
+
+NAME = "carbon"
+
+
+def _spans(ranges: list[DirtyRange]) -> list[tuple[dt.datetime, dt.datetime, list[int] | None]]:
+    """Merged time spans, each with the meters dirty in it (None: every meter)."""
+    out = []
+    for s, e in merge(ranges):
+        inside = [r for r in ranges if r.start < e and r.end > s]
+        ids = None if any(r.meter_id is None for r in inside) else sorted({r.meter_id for r in inside})
+        out.append((s, e, ids))
+    return out
+
+
+def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None) -> int:
+    """Recompute emissions over [start, end) for every meter, or incrementally over the
+    dirty ranges (both None). Returns the interval rows written."""
+    if (start is None) != (end is None):
+        raise ValueError("give both start and end, or neither")
+    if start is not None and start >= end:
+        raise ValueError(f"empty range: {start} >= {end}")
+    if not rollups_in_step(conn):
+        rebuild_rollups(conn)
+    if start is not None:
+        return compute(conn, start, end)
+    ranges, high = pending(conn, NAME, "meter")
+    touched = sum(compute(conn, s, e, ids) for s, e, ids in _spans(ranges))
+    advance(conn, NAME, high)
+    return touched
