@@ -1,0 +1,486 @@
+"""Pipeline stage `billing`: monthly bills (with revisions) and 15-minute interval cost.
+
+Runs after the rollups. A bill cannot be half recomputed, so every range it is given
+(explicit, dirty, or new data past a meter's watermark) widens to the whole billing
+periods it touches; those periods are re-priced for the meters concerned, their
+billing.meter_cost rows rewritten, the cost rollups refreshed, and the cost-center and
+tenant bills holding those meters rebuilt from the meter bills. Bills of an open period
+are updated in place; a closed bill that comes out different gets a new revision.
+Meters sharing a period's tariff segments are priced together in one numpy pass.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import struct
+from collections import defaultdict
+from decimal import Decimal
+
+import numpy as np
+import psycopg
+
+from app.billing import (
+    F_OPEN, Line, PeriodResult, Segment, bill_totals, billing_periods, price_period, quarter_grid,
+)
+from app.tariffs import Tariff, load_tariffs
+from jobs import dirty
+
+NAME = "billing"
+BATCH = 500           # meters priced together at most
+PG_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
+log = logging.getLogger("wattline.jobs.billing")
+
+Timeline = list[tuple[int, dt.datetime, dt.datetime]]   # (tariff_id, start, end)
+
+
+# -------------------------------------------------------------- tariff resolution
+def resolve_timelines(conn: psycopg.Connection, meter_ids: list[int] | None,
+                      start: dt.datetime, end: dt.datetime) -> dict[int, Timeline]:
+    """Each meter's tariff over [start, end): a meter assignment beats a tenant's (lowest
+    tenant id first when a meter has several), which beats its cost center's; each
+    clipped to the tariff's own validity."""
+    rows = conn.execute(
+        """
+        SELECT m.id, a.tariff_id,
+               greatest(a.valid_from, t.valid_from, %(s)s), least(a.valid_to, t.valid_to, %(e)s),
+               CASE WHEN a.meter_id IS NOT NULL THEN 0 WHEN a.tenant_id IS NOT NULL THEN 1 ELSE 2 END,
+               coalesce(a.tenant_id, 0)
+        FROM config.meter m
+        JOIN config.tariff_assignment a
+          ON a.meter_id = m.id
+          OR (a.category_id = m.category_id
+              AND (a.cost_center_id = m.cost_center_id
+                   OR a.tenant_id IN (SELECT tm.tenant_id FROM config.tenant_meter tm WHERE tm.meter_id = m.id)))
+        JOIN config.tariff t ON t.id = a.tariff_id
+        WHERE (%(m)s::int[] IS NULL OR m.id = ANY (%(m)s))
+          AND greatest(a.valid_from, t.valid_from, %(s)s) < least(a.valid_to, t.valid_to, %(e)s)
+        """,
+        {"s": start, "e": end, "m": meter_ids},
+    ).fetchall()
+    cands: dict[int, list] = defaultdict(list)
+    for meter, tariff, lo, hi, level, tenant in rows:
+        cands[meter].append((level, tenant, tariff, lo, hi))
+    out: dict[int, Timeline] = {}
+    for meter, cs in cands.items():
+        cuts = sorted({c[3] for c in cs} | {c[4] for c in cs})
+        pieces: Timeline = []
+        for a, b in zip(cuts, cuts[1:]):
+            covering = [c for c in cs if c[3] <= a and c[4] >= b]
+            if not covering:
+                continue
+            tariff = min(covering)[2]
+            if pieces and pieces[-1][0] == tariff and pieces[-1][2] == a:
+                pieces[-1] = (tariff, pieces[-1][1], b)
+            else:
+                pieces.append((tariff, a, b))
+        out[meter] = pieces
+    return out
+
+
+def plan(conn: psycopg.Connection, tariffs: dict[int, Tariff], meter_ids: list[int] | None,
+         start: dt.datetime, end: dt.datetime) -> dict[tuple, list[int]]:
+    """Work: (period_start, period_end, segments) -> meters, for every billing period
+    touching [start, end)."""
+    margin = dt.timedelta(days=40)
+    timelines = resolve_timelines(conn, meter_ids, start - margin, end + margin)
+    work: dict[tuple, set[int]] = defaultdict(set)
+    for meter, pieces in timelines.items():
+        for tariff_id, lo, hi in pieces:
+            t = tariffs[tariff_id]
+            for ps, pe in billing_periods(t.zone, t.wattline.billing_cycle_day,
+                                          max(lo, start), min(hi, end)):
+                segs = tuple((tid, max(a, ps), min(b, pe)) for tid, a, b in pieces if a < pe and b > ps)
+                work[(ps, pe, segs)].add(meter)
+    return {k: sorted(v) for k, v in work.items()}
+
+
+# ------------------------------------------------------------------------ loading
+_ROW = np.dtype([("n", ">i2"), ("l1", ">i4"), ("meter", ">i4"), ("l2", ">i4"), ("idx", ">i4"),
+                 ("l3", ">i4"), ("energy", ">f8")])
+
+
+def load_matrix(conn: psycopg.Connection, meter_ids: list[int], start: dt.datetime, end: dt.datetime
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """(energy, present) as (meters, quarter-hours of [start, end)); NaN where energy is NULL."""
+    grid = quarter_grid(start, end)
+    M, N = len(meter_ids), len(grid)
+    energy = np.full((M, N), np.nan)
+    present = np.zeros((M, N), dtype=bool)
+    if not M or not N:
+        return energy, present
+    chunks = []
+    with conn.cursor().copy(
+        "COPY (SELECT meter_id, ((extract(epoch FROM ts)::bigint - %s) / 900)::int, "
+        "coalesce(energy, 'NaN')::float8 FROM energy.meter_interval "
+        "WHERE meter_id = ANY (%s) AND ts >= %s AND ts < %s) TO STDOUT (FORMAT binary)",
+        (int(grid[0]), meter_ids, start, end),
+    ) as copy:
+        for data in copy:
+            chunks.append(bytes(data))
+    buf = b"".join(chunks)
+    body = buf[19:-2]
+    if body:
+        rows = np.frombuffer(body, dtype=_ROW)
+        pos = {m: i for i, m in enumerate(meter_ids)}
+        r = np.fromiter((pos[m] for m in rows["meter"].tolist()), dtype=np.int64, count=len(rows))
+        c = rows["idx"].astype(np.int64)
+        energy[r, c] = rows["energy"]
+        present[r, c] = True
+    return energy, present
+
+
+def load_reactive(conn: psycopg.Connection, meter_ids: list[int], start: dt.datetime, end: dt.datetime
+                  ) -> np.ndarray | None:
+    links = dict(conn.execute(
+        "SELECT meter_id, reactive_meter_id FROM config.reactive_meter WHERE meter_id = ANY (%s)",
+        (meter_ids,)).fetchall())
+    if not links:
+        return None
+    sources = sorted(set(links.values()))
+    q, present = load_matrix(conn, sources, start, end)
+    q = np.where(present, q, np.nan)
+    out = np.full((len(meter_ids), q.shape[1]), np.nan)
+    for i, m in enumerate(meter_ids):
+        if m in links:
+            out[i] = q[sources.index(links[m])]
+    return out
+
+
+# ------------------------------------------------------------------ interval cost
+def _numeric_micro(v: np.ndarray) -> np.ndarray:
+    """Binary COPY encoding of micro-units as numeric with 6 decimals: (ndigits 4,
+    weight 1, sign, dscale 6, four base-10000 digits); |value| < 10^8."""
+    a = np.abs(v)
+    whole, frac = a // 1_000_000, (a % 1_000_000) * 100
+    if (whole >= 10**8).any():
+        raise ValueError("interval cost above 10^8 currency units")
+    out = np.zeros(len(v), dtype=[("len", ">i4"), ("nd", ">i2"), ("w", ">i2"), ("sign", ">u2"),
+                                  ("ds", ">i2"), ("d", ">i2", 4)])
+    out["len"], out["nd"], out["w"], out["ds"] = 16, 4, 1, 6
+    out["sign"] = np.where(v < 0, 0x4000, 0)
+    out["d"] = np.stack([whole // 10000, whole % 10000, frac // 10000, frac % 10000], axis=1)
+    return out
+
+
+def write_meter_cost(conn: psycopg.Connection, meter_ids: list[int], period: tuple, res: PeriodResult
+                     ) -> int:
+    ps, pe = period
+    conn.execute("DELETE FROM billing.meter_cost WHERE meter_id = ANY (%s) AND ts >= %s AND ts < %s",
+                 (meter_ids, ps, pe))
+    grid = quarter_grid(ps, pe)
+    r, c = np.nonzero(res.rows)
+    if not len(r):
+        return 0
+    n = len(r)
+    e = res.energy_micro[r, c]
+    o = res.allocated_micro[r, c]
+    has_period = res.period[c] >= 0
+    written = 0
+    for with_period in (True, False):
+        sel = has_period if with_period else ~has_period
+        k = int(sel.sum())
+        if not k:
+            continue
+        fields = [("nf", ">i2"), ("l1", ">i4"), ("meter", ">i4"), ("l2", ">i4"), ("ts", ">i8"),
+                  ("l3", ">i4"), ("tariff", ">i4"), ("l4", ">i4")]
+        if with_period:
+            fields.append(("period", ">i2"))
+        fields += [("ec", _numeric_micro(e[:1]).dtype), ("ac", _numeric_micro(e[:1]).dtype),
+                   ("tot", _numeric_micro(e[:1]).dtype), ("l8", ">i4"), ("flags", ">i2")]
+        rows = np.zeros(k, dtype=fields)
+        rows["nf"], rows["l1"], rows["l2"], rows["l3"], rows["l8"] = 8, 4, 8, 4, 2
+        rows["l4"] = 2 if with_period else -1
+        rows["meter"] = np.asarray(meter_ids, dtype=np.int64)[r[sel]]
+        rows["ts"] = (grid[c[sel]] - PG_EPOCH) * 1_000_000
+        rows["tariff"] = res.tariff_id[c[sel]]
+        if with_period:
+            rows["period"] = res.period[c[sel]]
+        rows["ec"] = _numeric_micro(e[sel])
+        rows["ac"] = _numeric_micro(o[sel])
+        rows["tot"] = _numeric_micro(e[sel] + o[sel])
+        rows["flags"] = res.flags[r[sel], c[sel]]
+        with conn.cursor().copy(
+            "COPY billing.meter_cost (meter_id, ts, tariff_id, period, energy_charge, "
+            "allocated_charge, total, flags) FROM STDIN (FORMAT binary)"
+        ) as copy:
+            copy.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
+            copy.write(rows.tobytes())
+            copy.write(struct.pack(">h", -1))
+        written += k
+    assert written == n
+    return n
+
+
+# -------------------------------------------------------------------------- bills
+def _fingerprint(kind, tariff_id, segment_start, period, tier, quantity, rate, amount) -> tuple:
+    """What makes two bill lines the same, whichever side (engine or database) they come from."""
+    return (kind, int(tariff_id), segment_start, None if period is None else int(period),
+            None if tier is None else int(tier), round(float(quantity), 6), round(float(rate), 9),
+            Decimal(amount).quantize(Decimal("0.01")))
+
+
+def _line_tuples(lines: list[Line]) -> list[tuple]:
+    return [(ln.kind, ln.tariff_id, ln.segment_start, ln.segment_end, ln.period, ln.tier,
+             ln.description, ln.quantity, ln.unit, ln.rate, ln.amount) for ln in lines]
+
+
+BILL_COLUMNS = [("entity_kind", "text"), ("entity_id", "int"), ("category_id", "int"),
+                ("period_start", "timestamptz"), ("period_end", "timestamptz"), ("revision", "int"),
+                ("status", "text"), ("currency", "text"), ("energy", "numeric"), ("subtotal", "numeric"),
+                ("taxes", "numeric"), ("total", "numeric"), ("previous_total", "numeric"),
+                ("difference", "numeric")]
+
+
+def write_bills(conn: psycopg.Connection, bills: list[dict]) -> int:
+    """Store bills: each dict has entity_kind, entity_id, category_id, period_start,
+    period_end, currency, energy, lines (tuples as _line_tuples). An open bill is replaced
+    (same revision); a closed one gets revision n+1 when its lines differ, the earlier
+    revision kept with is_current false. Returns bills written."""
+    if not bills:
+        return 0
+    grace, now = conn.execute("SELECT grace_period, now() FROM billing.setting").fetchone()
+    keys = [(b["entity_kind"], b["entity_id"], b["category_id"], b["period_start"]) for b in bills]
+    current = {}
+    for row in conn.execute(
+        "SELECT entity_kind, entity_id, category_id, period_start, id, revision, status, total "
+        "FROM billing.bill WHERE is_current AND (entity_kind, entity_id, category_id, period_start) IN "
+        "(SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::timestamptz[]))",
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys], [k[3] for k in keys]),
+    ):
+        current[tuple(row[:4])] = row[4:]
+    closed_ids = [v[0] for v in current.values() if v[2] == "closed"]
+    old_lines: dict[int, list[tuple]] = defaultdict(list)
+    if closed_ids:
+        for row in conn.execute(
+            "SELECT bill_id, kind, tariff_id, segment_start, period, tier, quantity, rate, amount "
+            "FROM billing.bill_line WHERE bill_id = ANY (%s) ORDER BY bill_id, line_no", (closed_ids,)
+        ):
+            old_lines[row[0]].append(_fingerprint(*row[1:]))
+    to_insert, replace_ids, supersede_ids = [], [], []
+    for b, key in zip(bills, keys):
+        subtotal, taxes, total = bill_totals([Line(*t) for t in b["lines"]])
+        closed = now >= b["period_end"] + grace
+        row = dict(b, subtotal=subtotal, taxes=taxes, total=total, revision=1,
+                   status="closed" if closed else "open", previous_total=None, difference=None)
+        cur = current.get(key)
+        if cur is not None:
+            cur_id, cur_rev, cur_status, cur_total = cur
+            if cur_status == "open":
+                replace_ids.append(cur_id)
+                row["revision"] = cur_rev
+            else:
+                new = [_fingerprint(t[0], t[1], t[2], t[4], t[5], t[7], t[9], t[10]) for t in b["lines"]]
+                if new == old_lines.get(cur_id, []):
+                    continue
+                supersede_ids.append(cur_id)
+                row.update(revision=cur_rev + 1, status="closed", previous_total=cur_total,
+                           difference=total - cur_total)
+        to_insert.append(row)
+    if replace_ids:
+        conn.execute("DELETE FROM billing.bill WHERE id = ANY (%s)", (replace_ids,))
+    if supersede_ids:
+        conn.execute("UPDATE billing.bill SET is_current = false WHERE id = ANY (%s)", (supersede_ids,))
+    if not to_insert:
+        return 0
+    names = [c for c, _ in BILL_COLUMNS]
+    ids = conn.execute(
+        f"INSERT INTO billing.bill ({', '.join(names)}, closed_at) "
+        f"SELECT {', '.join(names)}, CASE WHEN status = 'closed' THEN now() END FROM unnest("
+        + ", ".join(f"%s::{t}[]" for _, t in BILL_COLUMNS) + ") WITH ORDINALITY AS u("
+        + ", ".join(names) + ", ord) ORDER BY ord RETURNING id",
+        [[Decimal(repr(round(float(r[c]), 6))) if c == "energy" else r[c] for r in to_insert]
+         for c in names],
+    ).fetchall()
+    with conn.cursor().copy(
+        "COPY billing.bill_line (bill_id, line_no, kind, tariff_id, segment_start, segment_end, period, "
+        "tier, description, quantity, unit, rate, amount) FROM STDIN"
+    ) as copy:
+        for (bill_id,), r in zip(ids, to_insert):
+            for no, t in enumerate(r["lines"], start=1):
+                copy.write_row((bill_id, no, t[0], t[1], t[2], t[3], t[4], t[5], t[6],
+                                repr(round(float(t[7]), 9)), t[8], repr(round(float(t[9]), 12)), t[10]))
+    return len(to_insert)
+
+
+def entity_bills(conn: psycopg.Connection, keys: set[tuple]) -> list[dict]:
+    """Cost-center and tenant bills: the current bills of their meters (of the category,
+    same period), lines grouped by what they price, quantities and amounts summed."""
+    out = []
+    for kind, entity_id, category_id, ps in sorted(keys):
+        members = conn.execute(
+            "SELECT m.id FROM config.meter m WHERE m.category_id = %s AND "
+            + ("m.cost_center_id = %s" if kind == "cost_center" else
+               "m.id IN (SELECT meter_id FROM config.tenant_meter WHERE tenant_id = %s)"),
+            (category_id, entity_id)).fetchall()
+        ids = [m[0] for m in members]
+        head = conn.execute(
+            "SELECT max(period_end), min(currency), max(currency), sum(energy) FROM billing.bill "
+            "WHERE entity_kind = 'meter' AND is_current AND period_start = %s AND category_id = %s "
+            "AND entity_id = ANY (%s)", (ps, category_id, ids)).fetchone()
+        if head[0] is None:
+            continue
+        if head[1] != head[2]:
+            raise ValueError(f"{kind} {entity_id}: meters billed in {head[1]} and {head[2]} in one period")
+        lines = conn.execute(
+            """SELECT l.kind, l.tariff_id, l.segment_start, l.segment_end, l.period, l.tier, l.description,
+                      sum(l.quantity), l.unit, l.rate, sum(l.amount)
+               FROM billing.bill b JOIN billing.bill_line l ON l.bill_id = b.id
+               WHERE b.entity_kind = 'meter' AND b.is_current AND b.period_start = %s
+                 AND b.category_id = %s AND b.entity_id = ANY (%s)
+               GROUP BY 1, 2, 3, 4, 5, 6, 7, 9, 10
+               ORDER BY 3, CASE l.kind WHEN 'energy' THEN 0 WHEN 'demand' THEN 1 WHEN 'power_factor' THEN 2
+                        WHEN 'fixed' THEN 3 WHEN 'minimum' THEN 4 ELSE 5 END, 5, 6, 7, 10""",
+            (ps, category_id, ids)).fetchall()
+        out.append(dict(entity_kind=kind, entity_id=entity_id, category_id=category_id, period_start=ps,
+                        period_end=head[0], currency=head[1], energy=float(head[3]),
+                        lines=[(l[0], l[1], l[2], l[3], l[4], l[5], l[6], float(l[7]), l[8], float(l[9]),
+                                l[10]) for l in lines]))
+    return out
+
+
+# ------------------------------------------------------------------------ rollups
+def _reporting_zone(conn: psycopg.Connection) -> str:
+    if conn.execute("SELECT to_regclass('energy.rollup_setting')").fetchone()[0]:
+        row = conn.execute("SELECT reporting_timezone FROM energy.rollup_setting").fetchone()
+        if row:
+            return row[0]
+    from app.settings import get_settings
+
+    return get_settings().reporting_timezone
+
+
+def refresh_cost_rollups(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
+                         meter_ids: list[int] | None) -> int:
+    """Refresh the cost rollups over [start, end) widened to whole reporting months;
+    (re)build them first when missing or in another zone than the energy rollups."""
+    zone = _reporting_zone(conn)
+    row = conn.execute("SELECT reporting_timezone, materialisation FROM billing.cost_rollup_setting").fetchone()
+    if row is None or row[0] != zone:
+        from app.db import INFINITY, NEG_INFINITY
+
+        kind = conn.execute("SELECT billing.build_cost_rollups(%s)", (zone,)).fetchone()[0]
+        start, end, meter_ids = NEG_INFINITY, INFINITY, None   # refill the whole history
+    else:
+        kind = row[1]
+    if kind != "table":
+        log.info("cost rollups are continuous aggregates: refresh them outside the transaction "
+                 "(jobs.billing.refresh_cost_aggregates)")
+        return 0
+    lo, hi = conn.execute(
+        "SELECT CASE WHEN isfinite(%(s)s::timestamptz) THEN time_bucket('1 month', %(s)s::timestamptz, %(z)s) "
+        "ELSE %(s)s END, CASE WHEN isfinite(%(e)s::timestamptz) THEN "
+        "(time_bucket('1 month', %(e)s::timestamptz - interval '1 microsecond', %(z)s) AT TIME ZONE %(z)s "
+        "+ interval '1 month') AT TIME ZONE %(z)s ELSE %(e)s END", {"s": start, "e": end, "z": zone}).fetchone()
+    n = 0
+    for g in ("hour", "day", "month"):
+        n += conn.execute("SELECT billing.refresh_cost_rollup(%s, %s, %s, %s)", (g, lo, hi, meter_ids)).fetchone()[0]
+    return n
+
+
+def refresh_cost_aggregates(url: str, start: dt.datetime, end: dt.datetime) -> None:
+    """Community edition: refresh the continuous aggregates (outside any transaction)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for obj in ("cost_hourly", "cost_daily", "cost_monthly"):
+            conn.execute(f"CALL refresh_continuous_aggregate('billing.{obj}', %s, %s)", (start, end))
+
+
+# -------------------------------------------------------------------------- stage
+def bill_range(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
+               meter_ids: list[int] | None = None) -> int:
+    """Re-price every billing period touching [start, end) for the meters (None: all)."""
+    tariffs = load_tariffs(conn)
+    if not tariffs:
+        return 0
+    work = plan(conn, tariffs, meter_ids, start, end)
+    grace, now = conn.execute("SELECT grace_period, now() FROM billing.setting").fetchone()
+    meta = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, category_id, cost_center_id FROM config.meter")}
+    tenants = defaultdict(list)
+    for t_id, m_id in conn.execute("SELECT tenant_id, meter_id FROM config.tenant_meter"):
+        tenants[m_id].append(t_id)
+    touched, entity_keys = 0, set()
+    span_lo, span_hi, all_meters = None, None, set()
+    for (ps, pe, segs), meters in sorted(work.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+        segments = [Segment(tid, tariffs[tid], a, b) for tid, a, b in segs]
+        currency = {s.tariff.wattline.currency for s in segments}
+        if len(currency) > 1:
+            raise ValueError(f"meters {meters[:5]}…: tariffs in {sorted(currency)} within one billing period")
+        bill_currency = currency.pop()
+        for i in range(0, len(meters), BATCH):
+            batch = meters[i:i + BATCH]
+            energy, present = load_matrix(conn, batch, ps, pe)
+            reactive = load_reactive(conn, batch, ps, pe)
+            res = price_period(segments, (ps, pe), energy, present, reactive,
+                               is_open=now < pe + grace)
+            touched += write_meter_cost(conn, batch, (ps, pe), res)
+            bills = []
+            for j, m in enumerate(batch):
+                cat, cc = meta[m]
+                bills.append(dict(entity_kind="meter", entity_id=m, category_id=cat, period_start=ps,
+                                  period_end=pe, currency=bill_currency,
+                                  energy=float(res.energy[j]), lines=_line_tuples(res.lines[j])))
+                if cc is not None:
+                    entity_keys.add(("cost_center", cc, cat, ps))
+                for t_id in tenants.get(m, []):
+                    entity_keys.add(("tenant", t_id, cat, ps))
+            touched += write_bills(conn, bills)
+        all_meters.update(meters)
+        span_lo = ps if span_lo is None else min(span_lo, ps)
+        span_hi = pe if span_hi is None else max(span_hi, pe)
+    touched += write_bills(conn, entity_bills(conn, entity_keys))
+    if span_lo is not None:
+        refresh_cost_rollups(conn, span_lo, span_hi, sorted(all_meters))
+        conn.execute(
+            "INSERT INTO billing.meter_watermark (meter_id, data_until) "
+            "SELECT meter_id, max(ts) + interval '15 minutes' FROM energy.meter_interval "
+            "WHERE meter_id = ANY (%s) AND ts < %s GROUP BY meter_id "
+            "ON CONFLICT (meter_id) DO UPDATE SET data_until = greatest(billing.meter_watermark.data_until, "
+            "EXCLUDED.data_until)", (sorted(all_meters), span_hi))
+    return touched
+
+
+def close_due_bills(conn: psycopg.Connection) -> int:
+    """Close the open bills whose period ended more than the grace period ago."""
+    return conn.execute(
+        "UPDATE billing.bill b SET status = 'closed', closed_at = now() FROM billing.setting s "
+        "WHERE b.status = 'open' AND b.period_end + s.grace_period <= now()").rowcount
+
+
+def new_data(conn: psycopg.Connection) -> list[tuple[int, dt.datetime, dt.datetime]]:
+    """(meter, from, to) of intervals past each priced meter's watermark."""
+    return conn.execute(
+        """SELECT m.id, coalesce(w.data_until, x.first), x.last
+           FROM (SELECT DISTINCT id FROM config.meter) m
+           LEFT JOIN billing.meter_watermark w ON w.meter_id = m.id
+           CROSS JOIN LATERAL (
+               SELECT (SELECT min(ts) FROM energy.meter_interval WHERE meter_id = m.id) AS first,
+                      (SELECT max(ts) + interval '15 minutes' FROM energy.meter_interval WHERE meter_id = m.id) AS last
+           ) x
+           WHERE x.last IS NOT NULL AND (w.data_until IS NULL OR x.last > w.data_until)"""
+    ).fetchall()
+
+
+def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None) -> int:
+    if start is not None and end is not None:
+        return bill_range(conn, start, end) + close_due_bills(conn)
+    ranges, last = dirty.pending(conn, NAME, "meter")
+    touched = 0
+    everyone = [r for r in ranges if r.meter_id is None]
+    for lo, hi in dirty.merge(everyone):
+        touched += bill_range(conn, lo, hi)
+    per_meter: dict[int, list[dirty.DirtyRange]] = defaultdict(list)
+    for r in ranges:
+        if r.meter_id is not None:
+            per_meter[r.meter_id].append(r)
+    for meter, lo, hi in new_data(conn):
+        per_meter[meter].append(dirty.DirtyRange(lo, hi, meter_id=meter))
+    # Meters with the same spans are billed together (one vectorised pass).
+    by_span: dict[tuple, list[int]] = defaultdict(list)
+    for meter, rs in per_meter.items():
+        for span in dirty.merge(rs):
+            by_span[span].append(meter)
+    for (lo, hi), meters in sorted(by_span.items()):
+        touched += bill_range(conn, lo, hi, sorted(meters))
+    touched += close_due_bills(conn)
+    dirty.advance(conn, NAME, last)
+    return touched
