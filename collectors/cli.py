@@ -66,3 +66,22 @@ def register(app: typer.Typer) -> None:
         tz = timezone or get_settings().reporting_timezone
         logging.getLogger("wattline.simulator").info("event=simulate_start sources=%d timezone=%s", len(sources), tz)
         _run_until_signal(lambda stop: run_simulator(sources, stop, tz=tz, mqtt=not no_mqtt))
+
+    @app.command("backfill-history")
+    def backfill_history_command(
+        days: float = typer.Option(90, "--days", min=0, help="How far back from now."),
+        step_minutes: float = typer.Option(5, "--step", min=0.1, help="Minutes between readings."),
+        timezone: str = typer.Option(None, "--timezone", help="Local time of the load shapes (default: reporting zone)."),
+    ) -> None:
+        """Write the readings the simulated devices would have produced over the past
+        DAYS (idempotent), so a fresh demo has history to show."""
+        import datetime as dt
+
+        from app.db import database_url
+        from app.settings import get_settings
+        from collectors.simulator import backfill_history
+
+        tz = timezone or get_settings().reporting_timezone
+        written = backfill_history(database_url(), days, dt.timedelta(minutes=step_minutes), tz)
+        typer.echo(f"backfill: {written} readings written")
+

@@ -17,7 +17,7 @@ from collectors.config import PointConfig, SourceConfig, load_sources
 from collectors.loadshapes import LoadShape, shape_for
 from collectors.modbus import ModbusPoller
 from collectors.simulator import (
-    ModbusDeviceServer, backfill_readings, meter_stem, modbus_points, reading_at, source_shapes,
+    ModbusDeviceServer, backfill_history, backfill_readings, meter_stem, modbus_points, reading_at, source_shapes,
 )
 
 UTC = dt.timezone.utc
@@ -145,3 +145,11 @@ def test_demo_site_devices_and_backfill(db_url, conn):
         series.setdefault(pid, []).append(value)
     assert all(series[p] == sorted(series[p]) and series[p][-1] > series[p][0] for p in energy_ids)
     assert history == list(backfill_readings(sources, end - dt.timedelta(hours=2), end, dt.timedelta(minutes=15)))
+
+    # The backfill command's function writes the same history, once.
+    step = dt.timedelta(minutes=15)
+    first = backfill_history(db_url, days=2 / 24, step=step, end=end + dt.timedelta(minutes=7))
+    assert first == len(history)
+    assert backfill_history(db_url, days=2 / 24, step=step, end=end) == 0
+    stored = conn.execute("SELECT point_id, ts, value, quality FROM raw.point_value ORDER BY ts, point_id").fetchall()
+    assert sorted(stored, key=lambda r: (r[1], r[0])) == sorted(history, key=lambda r: (r[1], r[0]))
