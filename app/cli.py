@@ -110,6 +110,21 @@ def db_downgrade(revision: str = typer.Argument(..., help="Target revision, -1, 
     typer.echo(f"database at revision {migrate.current_revision()}")
 
 
+@db_app.command("rebuild-rollups")
+def db_rebuild_rollups(
+    zone: str | None = typer.Option(None, "--zone", help="IANA zone (default: WATTLINE_REPORTING_TIMEZONE)."),
+) -> None:
+    """Rebuild every rollup in the reporting time zone (after changing it)."""
+    from app.db import connect
+    from app.rollups import rebuild
+
+    with connect(autocommit=True) as conn:
+        result = rebuild(conn, zone)
+    typer.echo(f"rollups rebuilt in {result['zone']} ({result['materialisation']}): "
+               f"{result['meter_rows']} meter rows, {result['entity_rows']} entity rows; "
+               "offline values are re-spread by the next `offline` run")
+
+
 @db_app.command("info")
 def db_info() -> None:
     """PostgreSQL and TimescaleDB versions, the edition and the schema revision."""
