@@ -94,11 +94,11 @@ widened AS (
         ARRAY(SELECT point_id FROM req ORDER BY point_id, range_start),
         ARRAY(SELECT coalesce((SELECT r.ts FROM raw.point_value r
                                WHERE r.point_id = q.point_id AND r.ts < q.range_start
-                               ORDER BY r.ts DESC OFFSET 7 LIMIT 1), q.range_start)
+                               ORDER BY r.ts DESC OFFSET 7 LIMIT 1), '-infinity')
               FROM req q ORDER BY q.point_id, q.range_start),
         ARRAY(SELECT coalesce((SELECT r.ts + interval '1 microsecond' FROM raw.point_value r
                                WHERE r.point_id = q.point_id AND r.ts >= q.range_end
-                               ORDER BY r.ts OFFSET 7 LIMIT 1), q.range_end)
+                               ORDER BY r.ts OFFSET 7 LIMIT 1), 'infinity')
               FROM req q ORDER BY q.point_id, q.range_start)
     ) w
 ),
