@@ -357,10 +357,10 @@ def refresh_cost_rollups(conn: psycopg.Connection, start: dt.datetime, end: dt.d
     zone = _reporting_zone(conn)
     row = conn.execute("SELECT reporting_timezone, materialisation FROM billing.cost_rollup_setting").fetchone()
     if row is None or row[0] != zone:
-        from app.db import INFINITY, NEG_INFINITY
-
         kind = conn.execute("SELECT billing.build_cost_rollups(%s)", (zone,)).fetchone()[0]
-        start, end, meter_ids = NEG_INFINITY, INFINITY, None   # refill the whole history
+        lo, hi = conn.execute("SELECT min(ts), max(ts) + interval '15 minutes' FROM billing.meter_cost").fetchone()
+        if lo is not None:   # refill the whole history
+            start, end, meter_ids = min(lo, start), max(hi, end), None
     else:
         kind = row[1]
     if kind != "table":
@@ -368,10 +368,9 @@ def refresh_cost_rollups(conn: psycopg.Connection, start: dt.datetime, end: dt.d
                  "(jobs.billing.refresh_cost_aggregates)")
         return 0
     lo, hi = conn.execute(
-        "SELECT CASE WHEN isfinite(%(s)s::timestamptz) THEN time_bucket('1 month', %(s)s::timestamptz, %(z)s) "
-        "ELSE %(s)s END, CASE WHEN isfinite(%(e)s::timestamptz) THEN "
+        "SELECT time_bucket('1 month', %(s)s::timestamptz, %(z)s), "
         "(time_bucket('1 month', %(e)s::timestamptz - interval '1 microsecond', %(z)s) AT TIME ZONE %(z)s "
-        "+ interval '1 month') AT TIME ZONE %(z)s ELSE %(e)s END", {"s": start, "e": end, "z": zone}).fetchone()
+        "+ interval '1 month') AT TIME ZONE %(z)s", {"s": start, "e": end, "z": zone}).fetchone()
     n = 0
     for g in ("hour", "day", "month"):
         n += conn.execute("SELECT billing.refresh_cost_rollup(%s, %s, %s, %s)", (g, lo, hi, meter_ids)).fetchone()[0]
