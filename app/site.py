@@ -134,6 +134,10 @@ class MeterIn(_In):
     master: str | None = None
     cost_center: str | None = None
     formula: str | None = None
+    load_profile: list[float] | None = Field(
+        None, min_length=24, max_length=24,
+        description="offline meters: 24 hourly weights (local time) to spread daily/monthly values",
+    )
     description: str | None = None
 
 
@@ -405,6 +409,9 @@ class _Importer:
                     err(f"{loc}.master: a meter cannot be its own master")
                 elif m.master not in meter_names:
                     err(f"{loc}.master: unknown meter {m.master!r}")
+            if m.load_profile is not None and (m.kind != "offline" or min(m.load_profile) < 0
+                                               or sum(m.load_profile) <= 0):
+                err(f"{loc}.load_profile: only offline meters have one, with weights >= 0 and a positive sum")
             if m.hourly_low is not None and m.hourly_high is not None and m.hourly_low > m.hourly_high:
                 err(f"{loc}.hourly_low: {m.hourly_low} is above hourly_high {m.hourly_high}")
             check_cc(m.cost_center, loc)
@@ -473,10 +480,7 @@ class _Importer:
         formulas.update({m.name: m.formula for m in self.site.meters if m.kind == "virtual" and m.formula})
         if not formulas:
             return
-        try:  # TEMPSHIM
-            from app.formula import validate_formulas
-        except ModuleNotFoundError:  # TEMPSHIM
-            return  # TEMPSHIM
+        from app.formula import validate_formulas
 
         index = {m.name: i for i, m in enumerate(self.site.meters)}
         for msg in validate_formulas(formulas, self.meter_names):
@@ -593,7 +597,7 @@ class _Importer:
                 item_id=items[(m.category, m.item)].id if m.item else None,
                 is_counted=m.is_counted, hourly_low=m.hourly_low, hourly_high=m.hourly_high,
                 register_max=m.register_max, cost_center_id=cc_id(m.cost_center),
-                formula=m.formula, description=m.description,
+                formula=m.formula, load_profile=m.load_profile, description=m.description,
             )
         s.flush()
         for m in site.meters:
@@ -817,7 +821,7 @@ def export_site(url: str | None = None) -> dict:
                 "point_from": point_from, "is_counted": m.is_counted, "hourly_low": m.hourly_low,
                 "hourly_high": m.hourly_high, "register_max": m.register_max,
                 "master": meter_name.get(m.master_meter_id), "cost_center": ccs.get(m.cost_center_id),
-                "formula": m.formula, "description": m.description,
+                "formula": m.formula, "load_profile": m.load_profile, "description": m.description,
             }, {"kind": "physical", "multiplier": 1.0, "is_counted": True}))
         eq_names = {}
         for kind, model, key in [("equipment", Equipment, "equipment"),

@@ -225,3 +225,34 @@ def test_changing_a_meter_point_from_a_date_keeps_history(db_url, conn, tmp_path
     ).fetchall()
     assert rows == [("A-Elevators kWh", 1.0, True, False), ("A-Server-Room kWh", 2.0, False, True)]
     assert not import_site_file(path).changed
+
+
+def test_virtual_meter_formulas_are_checked(db_url, conn, tmp_path):
+    doc = yaml.safe_load(DEMO.read_text())
+    doc["meters"].append({"name": "Bad-1", "kind": "virtual", "category": "electricity",
+                          "formula": "[A-Main] - [AHU-9]"})
+    doc["meters"].append({"name": "Loop-1", "kind": "virtual", "category": "electricity",
+                          "formula": "[Loop-2] + 1"})
+    doc["meters"].append({"name": "Loop-2", "kind": "virtual", "category": "electricity",
+                          "formula": "[Loop-1] * 2"})
+    path = tmp_path / "formulas.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    with pytest.raises(SiteFileError) as info:
+        import_site_file(path)
+    text = str(info.value)
+    n = len(doc["meters"])
+    assert f"meters[{n - 3}].formula: unknown meter 'AHU-9'" in text
+    assert "cycle" in text and "Loop-1" in text
+    assert _counts(conn)["meter"] == 0
+
+
+def test_offline_load_profile_round_trips(db_url, conn, tmp_path):
+    doc = yaml.safe_load(DEMO.read_text())
+    meter = next(m for m in doc["meters"] if m["name"] == "Parking-Lighting")
+    meter["load_profile"] = [1.0] * 6 + [0.0] * 12 + [1.0] * 6
+    path = tmp_path / "profile.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+    import_site_file(path)
+    exported = export_site()
+    assert next(m for m in exported["meters"] if m["name"] == "Parking-Lighting")["load_profile"] == meter["load_profile"]
+    assert not import_site_file(path).changed
