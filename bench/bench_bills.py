@@ -1,0 +1,148 @@
+"""Benchmark: monthly bills and interval cost for N meters × 12 months of 15-minute energy
+on a TOU + tiers + demand tariff (tests/fixtures/urdb_tou_tiered_demand.json, in UTC).
+
+Creates its own database on the embedded cluster, migrates it, fills it, prints figures
+and drops it. Targets (issue 5): bills < 30 s, interval cost < 60 s for 1,000 × 12.
+
+    .venv/bin/python bench/bench_bills.py [--meters 1000] [--months 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import make_url
+
+from app import migrate
+from app.billing import Segment, price_period
+from app.embedded import get_cluster
+from app.tariffs import import_tariff, load_tariffs
+from jobs import billing
+
+ROOT = Path(__file__).resolve().parents[1]
+UTC = dt.timezone.utc
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--meters", type=int, default=1000)
+    ap.add_argument("--months", type=int, default=12)
+    args = ap.parse_args()
+    server = get_cluster().url("postgres")
+    name = f"wattline_bench_bills_{uuid.uuid4().hex[:8]}"
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    with psycopg.connect(server, autocommit=True) as c:
+        c.execute(f'CREATE DATABASE "{name}"')
+    try:
+        migrate.upgrade(url=url)
+        run(url, args.meters, args.months)
+    finally:
+        with psycopg.connect(server, autocommit=True) as c:
+            c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def run(url: str, meters: int, months: int) -> None:
+    start = dt.datetime(2025, 1, 1, tzinfo=UTC)
+    end = dt.datetime(2025 + months // 12, months % 12 + 1, 1, tzinfo=UTC)
+    data = json.loads((ROOT / "tests" / "fixtures" / "urdb_tou_tiered_demand.json").read_text())
+    data["items"][0]["wattline"]["timezone"] = "UTC"
+    data["items"][0]["wattline"].pop("power_factor")
+    with psycopg.connect(url) as conn:
+        cat = conn.execute("INSERT INTO config.energy_category (name, unit) VALUES ('electricity', 'kWh') "
+                           "RETURNING id").fetchone()[0]
+        centers = [conn.execute("INSERT INTO config.cost_center (name) VALUES (%s) RETURNING id",
+                                (f"cc{i}",)).fetchone()[0] for i in range(10)]
+        conn.execute("INSERT INTO config.meter (name, category_id, cost_center_id) "
+                     "SELECT 'm' || i, %s, (%s::int[])[1 + i %% 10] FROM generate_series(1, %s) i",
+                     (cat, centers, meters))
+        tid = import_tariff(conn, data)
+        for cc in centers:
+            conn.execute("INSERT INTO config.tariff_assignment (tariff_id, category_id, cost_center_id) "
+                         "VALUES (%s, %s, %s)", (tid, cat, cc))
+        conn.commit()
+        t0 = time.perf_counter()
+        month = start
+        while month < end:
+            nxt = (month + dt.timedelta(days=32)).replace(day=1)
+            # Load-shaped energy: a daily curve plus a per-meter, per-interval spread (0.3–1.8 kWh).
+            conn.execute(
+                """INSERT INTO energy.meter_interval (meter_id, ts, energy, quality)
+                   SELECT m.id, ts,
+                          0.6 + 0.4 * sin(pi() * extract(hour FROM ts) / 24)
+                              + ((m.id * 7919 + extract(epoch FROM ts)::bigint / 900) %% 101) / 100.0, 1
+                   FROM config.meter m, generate_series(%s::timestamptz, %s::timestamptz - interval '15 minutes',
+                                                        interval '15 minutes') ts""", (month, nxt))
+            conn.commit()
+            month = nxt
+        rows = conn.execute("SELECT count(*) FROM energy.meter_interval").fetchone()[0]
+        print(f"setup: {rows:,} intervals written in {time.perf_counter() - t0:.1f} s")
+        conn.execute("ANALYZE")
+        conn.commit()
+
+        # Bills: plan, load 15-minute energy, price, write meter and entity bills.
+        tariffs = load_tariffs(conn)
+        t_bills = time.perf_counter()
+        t_load = t_price = t_write = 0.0
+        results = []
+        work = billing.plan(conn, tariffs, None, start, end)
+        entity_keys = set()
+        for (ps, pe, segs), ids in sorted(work.items(), key=lambda kv: kv[0][0]):
+            segments = [Segment(t, tariffs[t], a, b) for t, a, b in segs]
+            for i in range(0, len(ids), billing.BATCH):
+                batch = ids[i:i + billing.BATCH]
+                a = time.perf_counter()
+                energy, present = billing.load_matrix(conn, batch, ps, pe)
+                b = time.perf_counter()
+                res = price_period(segments, (ps, pe), energy, present, None)
+                c = time.perf_counter()
+                bills = [dict(entity_kind="meter", entity_id=m, category_id=cat, period_start=ps, period_end=pe,
+                              currency="USD", energy=float(res.energy[j]),
+                              lines=billing._line_tuples(res.lines[j])) for j, m in enumerate(batch)]
+                billing.write_bills(conn, bills)
+                d = time.perf_counter()
+                t_load, t_price, t_write = t_load + b - a, t_price + c - b, t_write + d - c
+                results.append((batch, (ps, pe), res))
+            entity_keys |= {("cost_center", cc, cat, ps) for cc in centers}
+        billing.write_bills(conn, billing.entity_bills(conn, entity_keys))
+        t_bills = time.perf_counter() - t_bills
+        n_bills, n_lines = conn.execute("SELECT (SELECT count(*) FROM billing.bill), "
+                                        "(SELECT count(*) FROM billing.bill_line)").fetchone()
+        print(f"bills: {n_bills:,} bills, {n_lines:,} lines in {t_bills:.1f} s "
+              f"(load {t_load:.1f} s, price {t_price:.1f} s, write {t_write:.1f} s)")
+
+        # Interval cost: write billing.meter_cost and refresh its rollups.
+        t_cost = time.perf_counter()
+        n = 0
+        for batch, period, res in results:
+            n += billing.write_meter_cost(conn, batch, period, res)
+        t_write_cost = time.perf_counter() - t_cost
+        billing.refresh_cost_rollups(conn, start, end, None)
+        t_cost = time.perf_counter() - t_cost
+        print(f"interval cost: {n:,} rows in {t_cost:.1f} s (write {t_write_cost:.1f} s, "
+              f"rollups {t_cost - t_write_cost:.1f} s)")
+        conn.commit()
+
+        # Check: interval cost sums to the bills.
+        diff = conn.execute(
+            "SELECT count(*) FROM (SELECT b.id FROM billing.bill b JOIN billing.meter_cost c ON c.meter_id = b.entity_id "
+            "AND c.ts >= b.period_start AND c.ts < b.period_end WHERE b.entity_kind = 'meter' "
+            "GROUP BY b.id HAVING sum(c.total) <> b.total) x").fetchone()[0]
+        print(f"bills whose interval cost differs from the total: {diff}")
+
+        # The stage end to end (explicit range), as the runner would call it.
+        t_stage = time.perf_counter()
+        billing.run(conn, start, end)
+        conn.commit()
+        print(f"stage jobs.billing.run over the year (bills + interval cost + rollups): "
+              f"{time.perf_counter() - t_stage:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
