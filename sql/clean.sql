@@ -209,7 +209,7 @@ dirty AS (
 marks AS (
     -- Advance cleaned_until when the cleaned range reaches back to it (no uncleaned gap).
     INSERT INTO ops.point_watermark AS pw (point_id, normalized_until, cleaned_until)
-    SELECT c.point_id, '-infinity', c.last_ts
+    SELECT DISTINCT ON (c.point_id) c.point_id, '-infinity'::timestamptz, c.last_ts
     FROM (
         SELECT c.point_id, c.range_start,
                (SELECT max(r.ts) FROM raw.point_value r
@@ -221,6 +221,7 @@ marks AS (
       AND NOT EXISTS (SELECT 1 FROM raw.point_value r
                       WHERE r.point_id = c.point_id
                         AND r.ts > coalesce(old.cleaned_until, '-infinity') AND r.ts < c.range_start)
+    ORDER BY c.point_id, c.last_ts DESC
     ON CONFLICT (point_id) DO UPDATE
         SET cleaned_until = greatest(pw.cleaned_until, EXCLUDED.cleaned_until)
         WHERE pw.cleaned_until IS DISTINCT FROM greatest(pw.cleaned_until, EXCLUDED.cleaned_until)

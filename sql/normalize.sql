@@ -176,7 +176,9 @@ computed AS MATERIALIZED (
            (CASE WHEN i.q & 4 <> 0 THEN i.q & ~1 ELSE i.q END)
          | (CASE WHEN i.energy * 4 < m.hourly_low OR i.energy * 4 > m.hourly_high THEN 32 ELSE 0 END) AS quality
     FROM (
-        SELECT meter_id, q AS ts, sum(secs * scale) AS energy, bit_or(flags) AS q
+        -- numeric addition is exact, so the sum does not depend on the order the pieces
+        -- arrive in: a recompute over any range gives bit-identical energy
+        SELECT meter_id, q AS ts, sum((secs * scale)::numeric)::double precision AS energy, bit_or(flags) AS q
         FROM pieces
         GROUP BY meter_id, q
         HAVING sum(secs) >= 899.999
