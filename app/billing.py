@@ -214,7 +214,9 @@ def price_segment(seg: Segment, cal: Calendar, energy: np.ndarray, present: np.n
     lines: list[list[Line]] = [[] for _ in range(M)]
     alloc: dict[str, np.ndarray] = {}
     rows = present.copy()
-    rows[~rows.any(axis=1), 0] = True if N else False   # a meter without data: first interval
+    if N == 0:
+        return lines, {"_rows": rows}
+    rows[~rows.any(axis=1), 0] = True   # a meter without data: its first interval
     weight = np.clip(e, 0.0, None)
     everywhere = np.ones((M, N), dtype=bool)
     prorate = "" if abs(fraction - 1) < 1e-12 else f" × {_fmt(fraction)} of the period"
