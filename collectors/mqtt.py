@@ -189,6 +189,8 @@ class MqttCollector:
             decoded = Decoded(problems=[f"internal decoding error: {type(exc).__name__}: {exc}"])
         if decoded.entries:
             self._hand_over(decoded)
+            if decoded.entries and self.status is not None:
+                self.status.success(self.source.id, at=received_at)
         if decoded.problems:
             self.dead_letters.add(self.source.id, topic, payload, decoded.reason())
         with self._lock:
