@@ -16,7 +16,7 @@ down_revision = "0008"
 branch_labels = None
 depends_on = None
 
-FILES: list[str] = ["api_ops.sql", "grafana_role.sql"]
+FILES: list[str] = []
 
 
 def upgrade() -> None:
