@@ -42,7 +42,13 @@ def register(app: typer.Typer) -> None:
             spool_dir=spool_dir, sync=sync, batch_size=batch_size, max_age_s=max_age,
             config_poll_s=config_poll, stats_interval_s=stats_interval, metrics_port=metrics_port,
         )
-        _run_until_signal(service.run)
+        from collectors.spool import SpoolBusyError
+
+        try:
+            _run_until_signal(service.run)
+        except SpoolBusyError as exc:
+            typer.secho(f"{exc}: is another `wattline collect` running?", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
 
     @app.command("simulate")
     def simulate(
