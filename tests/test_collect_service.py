@@ -172,3 +172,31 @@ def test_sigterm_flushes_every_accepted_reading(db_url, conn, tmp_path):
     assert stored >= received   # everything accepted before the signal, and whatever came after
     written = [line for line in out.splitlines() if "event=writer_stats" in line][-1]
     assert f"written={stored}" in written
+
+
+def test_an_unreachable_broker_does_not_hold_up_modbus(db_url, conn, tmp_path):
+    device_port, broker_port = free_port(), free_port()   # nothing listens on the broker port
+    sid = add_source(conn, device_port)
+    p1 = add_point(conn, sid, "p1", 0)
+    mqtt_id = conn.execute(
+        "INSERT INTO config.data_source (name, protocol, connection) VALUES ('gw', 'mqtt', %s) RETURNING id",
+        (json.dumps({"host": "127.0.0.1", "port": broker_port, "topics": ["site/#"]}),),
+    ).fetchone()[0]
+    conn.execute("INSERT INTO config.point (data_source_id, name, object_type, address) "
+                 "VALUES (%s, 'flow', 'analog', '{\"key\": \"flow\"}')", (mqtt_id,))
+
+    async def main():
+        server = await ModbusDeviceServer("127.0.0.1", device_port, [SimPoint(ModbusAddress(register=0), 3)]).start()
+        service = CollectorService(db_url, spool_dir=tmp_path, max_age_s=0.1, config_poll_s=0.2)
+        stop = asyncio.Event()
+        task = asyncio.create_task(service.run(stop))
+        try:
+            await until(lambda: values_of(conn, p1) == {3.0})
+            assert set(service.running) == {sid, mqtt_id}
+            assert service.stats()["sources"]["gw"]["protocol"] == "mqtt"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            await server.stop()
+
+    asyncio.run(main())
