@@ -9,13 +9,10 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 
-import psycopg
-import pytest
 
 from app import PROJECT_ROOT
 from app.protocols import ModbusAddress

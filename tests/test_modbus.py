@@ -8,7 +8,6 @@ import struct
 import time
 
 import psycopg
-import pytest
 
 from app.protocols import ModbusAddress, ModbusConnection
 from app.readings import PointScaling

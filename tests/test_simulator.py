@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import datetime as dt
 import socket
-import time
 
 import pytest
 
