@@ -171,6 +171,37 @@ def site_export(
         typer.echo(f"wrote {file}")
 
 
+# ----------------------------------------------------------------------- carbon
+carbon_app = typer.Typer(no_args_is_help=True, help="Emission factors and grid intensity series.")
+carbon_factors_app = typer.Typer(no_args_is_help=True, help="Static emission factors (CSV or YAML).")
+carbon_intensity_app = typer.Typer(no_args_is_help=True, help="Time-varying grid intensity (CSV).")
+app.add_typer(carbon_app, name="carbon")
+carbon_app.add_typer(carbon_factors_app, name="factors")
+carbon_app.add_typer(carbon_intensity_app, name="intensity")
+
+
+@carbon_factors_app.command("import")
+def carbon_factors_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
+    """Import emission factors; the whole file is checked first, nothing partial is written."""
+    from app.carbon import CarbonFileError, import_factor_file
+
+    try:
+        typer.echo(import_factor_file(file).summary())
+    except CarbonFileError as exc:
+        fail(str(exc), code=2)
+
+
+@carbon_intensity_app.command("import")
+def carbon_intensity_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
+    """Import a grid intensity series (kgCO2e/kWh per 15/30/60-minute period)."""
+    from app.carbon import CarbonFileError, import_intensity_file
+
+    try:
+        typer.echo(import_intensity_file(file).summary())
+    except CarbonFileError as exc:
+        fail(str(exc), code=2)
+
+
 # -------------------------------------------------------------------------- run
 @app.command("run")
 def run(
