@@ -31,6 +31,7 @@ FACTOR_FIELDS = ("category", "region", "basis", "scope", "valid_from", "valid_to
 INTENSITY_FIELDS = ("region", "category", "basis", "start", "minutes", "kgco2e_per_kwh", "source")
 ROLLUPS = {"hour": "carbon.meter_hourly", "day": "carbon.meter_daily", "month": "carbon.meter_monthly"}
 MAX_REPORTED = 50
+COMPUTE_STEP = dt.timedelta(days=7)
 
 
 class CarbonFileError(ValueError):
@@ -481,10 +482,16 @@ def refresh_rollups(conn: psycopg.Connection, start: dt.datetime | None, end: dt
 
 def compute(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
             meter_ids: Sequence[int] | None = None) -> int:
-    """Recompute interval emissions for [start, end) and the rollups over it."""
-    rows = conn.execute(
-        "SELECT carbon.compute_emissions(%s, %s, %s)",
-        (start, end, list(meter_ids) if meter_ids is not None else None),
-    ).fetchone()[0]
+    """Recompute interval emissions for [start, end) and the rollups over it.
+
+    Long spans are computed a week at a time (the hypertable's chunk interval), so the
+    joins' hash tables stay in memory instead of spilling to disk.
+    """
+    ids = list(meter_ids) if meter_ids is not None else None
+    rows, piece = 0, start
+    while piece < end:
+        upto = min(end, piece + COMPUTE_STEP) if piece.year > 1 and end.year < 9999 else end
+        rows += conn.execute("SELECT carbon.compute_emissions(%s, %s, %s)", (piece, upto, ids)).fetchone()[0]
+        piece = upto
     refresh_rollups(conn, start, end, meter_ids)
     return rows
