@@ -122,8 +122,9 @@ def load_matrix(conn: psycopg.Connection, meter_ids: list[int], start: dt.dateti
     body = buf[19:-2]
     if body:
         rows = np.frombuffer(body, dtype=_ROW)
-        pos = {m: i for i, m in enumerate(meter_ids)}
-        r = np.fromiter((pos[m] for m in rows["meter"].tolist()), dtype=np.int64, count=len(rows))
+        order = np.argsort(meter_ids)
+        ids = np.asarray(meter_ids, dtype=np.int64)[order]
+        r = order[np.searchsorted(ids, rows["meter"].astype(np.int64))]
         c = rows["idx"].astype(np.int64)
         energy[r, c] = rows["energy"]
         present[r, c] = True
