@@ -5,6 +5,7 @@
 -- organisation entity; api.entity_meter one row per entity, direction and member meter;
 -- api.meter one row per meter (its current point link); api.meter_raw one row per meter
 -- and reading (the register times the link's multiplier, within the link's validity);
+-- api.point_reading one row per point and reading;
 -- api.meter_interval one row per meter and 15-minute interval; api.latest_reading one
 -- row per point; api.collector_status one row per data source and point the collectors
 -- report on; api.dead_letter one row per rejected message; api.job_run one row per stage
@@ -90,6 +91,15 @@ SELECT mp.meter_id, v.point_id, v.ts, v.value * mp.multiplier AS value, v.value 
 FROM config.meter_point mp
 JOIN raw.point_value v ON v.point_id = mp.point_id AND v.ts >= mp.valid_from AND v.ts < mp.valid_to;
 
+-- Every reading of every point (energy registers, power, analog and digital values) with
+-- its point and data source. Filter on point_id or data_source_id and ts.
+CREATE VIEW api.point_reading AS
+SELECT p.data_source_id, ds.name AS data_source, v.point_id, p.name AS point, p.object_type, p.unit,
+       v.ts, v.value, v.quality
+FROM raw.point_value v
+JOIN config.point p ON p.id = v.point_id
+JOIN config.data_source ds ON ds.id = p.data_source_id;
+
 -- 15-minute energy with its mean power (energy × 4 per hour: kW for a kWh meter) and the
 -- names of its quality flags.
 CREATE VIEW api.meter_interval AS
@@ -150,5 +160,5 @@ GROUP BY c.stage, c.last_dirty_id, c.updated_at;
 
 -- migrate:down
 DROP VIEW IF EXISTS api.dirty_pending, api.job_run, api.dead_letter, api.collector_status,
-    api.latest_reading, api.meter_interval, api.meter_raw, api.meter, api.entity_meter,
+    api.latest_reading, api.meter_interval, api.point_reading, api.meter_raw, api.meter, api.entity_meter,
     api.entity, api.space, api.reporting;
