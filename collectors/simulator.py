@@ -22,6 +22,7 @@ import re
 import time
 from collections import Counter
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Callable, Iterable, Iterator
 
 from pymodbus.server import ModbusTcpServer
@@ -192,9 +193,15 @@ def source_shapes(source: SourceConfig, tz: str) -> dict[str, LoadShape | Compos
     subs = [shapes[s] for s in shapes if not s.lower().endswith("main")]
     for stem in shapes:
         if stem.lower().endswith("main") and subs:
-            own = shape_for(stem, units[stem], tz)
-            shapes[stem] = CompositeShape(subs, LoadShape(own.profile, own.peak * 0.15, own.seed, tz, own.initial))
+            shapes[stem] = CompositeShape(subs, _unmetered(stem, units[stem], tz))
     return shapes
+
+
+@lru_cache(maxsize=1024)
+def _unmetered(stem: str, unit: str | None, tz: str) -> LoadShape:
+    """The part of a main meter's load no sub-meter sees (cached: its history is summed once)."""
+    own = shape_for(stem, unit, tz)
+    return LoadShape(own.profile, own.peak * 0.15, own.seed, tz, own.initial)
 
 
 def engineering_fn(point: PointConfig, shape) -> Callable[[float], float]:
