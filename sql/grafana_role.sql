@@ -8,7 +8,7 @@
 -- no privilege on config, raw, energy, billing, carbon or ops. Views read their tables
 -- with their owner's rights, but functions a view calls run with the caller's, so the
 -- helpers the api views call and the api functions are SECURITY DEFINER with a fixed
--- search_path. In this database its sessions are read-only and time out after 60 s.
+-- search_path. Its sessions are read-only and time out after 60 s.
 --
 -- Roles are cluster-wide and every database runs this migration: creation is idempotent,
 -- and the downgrade revokes here and drops the role only when no other database still
@@ -24,13 +24,10 @@ EXCEPTION WHEN duplicate_object OR unique_violation THEN
 END $$;
 COMMENT ON ROLE wattline_reader IS 'Wattline: read-only access to the api schema (Grafana)';
 
-DO $$
-BEGIN
-    EXECUTE format('ALTER ROLE wattline_reader IN DATABASE %I SET default_transaction_read_only = on',
-                   current_database());
-    EXECUTE format('ALTER ROLE wattline_reader IN DATABASE %I SET statement_timeout = %L',
-                   current_database(), '60s');
-END $$;
+-- Role settings, not per-database ones: a database copied from a template (tests, a
+-- restore under another name) keeps them. They go with the role.
+ALTER ROLE wattline_reader SET default_transaction_read_only = on;
+ALTER ROLE wattline_reader SET statement_timeout = '60s';
 
 GRANT USAGE ON SCHEMA api TO wattline_reader;
 GRANT SELECT ON ALL TABLES IN SCHEMA api TO wattline_reader;
@@ -71,7 +68,6 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'wattline_reader') THEN
         RETURN;
     END IF;
-    EXECUTE format('ALTER ROLE wattline_reader IN DATABASE %I RESET ALL', current_database());
     ALTER DEFAULT PRIVILEGES IN SCHEMA api REVOKE SELECT ON TABLES FROM wattline_reader;
     REVOKE ALL ON ALL TABLES IN SCHEMA api FROM wattline_reader;
     REVOKE ALL ON SCHEMA api FROM wattline_reader;
