@@ -125,6 +125,24 @@ def db_rebuild_rollups(
                "offline values are re-spread by the next `offline` run")
 
 
+@db_app.command("reader-password")
+def db_reader_password(
+    password: str | None = typer.Option(None, "--password", envvar="WATTLINE_GRAFANA_DB_PASSWORD",
+                                        help="Use this password (default: a new random one)."),
+) -> None:
+    """Let the read-only role wattline_reader log in (Grafana); print its settings."""
+    from app.db import connect, database_url
+    from app.grafana import ReaderRoleMissing, grafana_env, set_reader_password
+
+    try:
+        with connect() as conn:
+            password = set_reader_password(conn, password)
+    except ReaderRoleMissing as exc:
+        fail(str(exc))
+    for name, value in grafana_env(database_url(), password).items():
+        typer.echo(f"{name}={value}")
+
+
 @db_app.command("info")
 def db_info() -> None:
     """PostgreSQL and TimescaleDB versions, the edition and the schema revision."""
