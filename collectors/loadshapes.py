@@ -96,6 +96,7 @@ class LoadShape:
     _zone: ZoneInfo = field(init=False, repr=False)
     _days: list[float] = field(init=False, repr=False, default_factory=list)  # register at each UTC day start
     _quarters: dict[int, list[float]] = field(init=False, repr=False, default_factory=dict)
+    _dates: dict[int, tuple] = field(init=False, repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.profile not in PROFILES:
@@ -107,20 +108,27 @@ class LoadShape:
     def _knot(self, q: int) -> float:
         """Rate at the q-th UTC quarter hour since the epoch."""
         t = dt.datetime.fromtimestamp(q * QUARTER_S, self._zone)
-        table = PROFILES[self.profile]
-        day = "sunday" if t.weekday() == 6 else "saturday" if t.weekday() == 5 else "weekday"
-        hours = table[day]
+        hours, factor = self._date_terms(t.toordinal())
         h = t.hour + t.minute / 60
         i = int(h)
         shape = hours[i] + (hours[(i + 1) % 24] - hours[i]) * (h - i)
-        doy = t.timetuple().tm_yday
-        if self.profile == "hvac":   # more cooling in summer, some heating-season fan load
-            season = 0.65 + 0.35 * math.cos(2 * math.pi * (doy - 200) / 365.25)
-        else:
-            season = 1.0 + 0.06 * math.cos(2 * math.pi * (doy - 15) / 365.25)
-        day_factor = 1.0 + 0.08 * _noise(self.seed, t.toordinal())
         jitter = 1.0 + 0.03 * _noise(self.seed ^ 0x5A5A, q)
-        return max(0.0, self.peak * shape * season * day_factor * jitter)
+        return max(0.0, self.peak * shape * factor * jitter)
+
+    def _date_terms(self, ordinal: int) -> tuple[tuple[float, ...], float]:
+        """The hourly table and the day's scale (season x day-to-day variation) of a local date."""
+        terms = self._dates.get(ordinal)
+        if terms is None:
+            date = dt.date.fromordinal(ordinal)
+            table = PROFILES[self.profile]
+            day = "sunday" if date.weekday() == 6 else "saturday" if date.weekday() == 5 else "weekday"
+            doy = ordinal - dt.date(date.year, 1, 1).toordinal() + 1
+            if self.profile == "hvac":   # more cooling in summer, some heating-season fan load
+                season = 0.65 + 0.35 * math.cos(2 * math.pi * (doy - 200) / 365.25)
+            else:
+                season = 1.0 + 0.06 * math.cos(2 * math.pi * (doy - 15) / 365.25)
+            terms = self._dates[ordinal] = (table[day], season * (1.0 + 0.08 * _noise(self.seed, ordinal)))
+        return terms
 
     def power(self, t: dt.datetime | float) -> float:
         """Instantaneous rate at `t` (per hour, e.g. kW for a kWh meter)."""
