@@ -66,13 +66,21 @@ LANGUAGE sql IMMUTABLE AS $$
     GROUP BY id, grp
 $$;
 
+-- A reading x between prev and next on a cumulative register is a spike when it is above
+-- both and the register falls back to a level consistent with prev. NULLs (missing or
+-- non-finite neighbours) make it false. Inlined by the planner (immutable, one expression).
+CREATE FUNCTION raw.is_spike(x double precision, prev double precision, next double precision)
+RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
+    SELECT coalesce(x > next AND next >= prev AND x > prev, false)
+$$;
+
 -- Apply the cleaning rules to the readings of each (point, start, end) range, widened by 8
 -- readings each way (a new reading can change its predecessors' verdicts) and evaluated
 -- with 12 more readings of context, so a reading's flags do not depend on how the work was
 -- cut. Rules, on finite readings in time order:
 --   spike (4):   energy point, v > next, next >= prev, v > prev.
---   recovering decrease (8): energy point, among non-spike readings: v below the maximum of
---                the 3 previous readings, and one of the next 3 readings regains that level.
+--   recovering decrease (8): energy point, not a spike: v below the highest of the 3
+--                previous readings and one of the next 3 regains that level (spikes left out).
 --   stuck (16):  analog point, value unchanged since a reading more than stuck_after ago
 --                (looks back at most stuck_after + 1 day).
 --   non-finite (2): NaN / ±Infinity.
@@ -117,9 +125,11 @@ ctx AS (
     LEFT JOIN config.point_cleaning pc ON pc.point_id = w.point_id
 ),
 verdict AS (
-    -- One ordered pass per range (the index order; no sorts): level 1 looks at the
-    -- neighbours, level 2 at the 3 readings either side (spikes left out) and at when the
-    -- value last changed. Non-finite values become NULL so they never act as neighbours.
+    -- Two ordered passes per range (the index order; no sorts). Pass 1 reads the 4
+    -- readings either side of each reading, which is all the spike and recovering-decrease
+    -- rules need (a neighbour's spike verdict is an expression over the same values);
+    -- pass 2 finds when the value last changed (stuck). Non-finite values become NULL so
+    -- they never act as neighbours.
     SELECT c.point_id, v.ts, v.quality, v.bits, v.detail
     FROM ctx c
     CROSS JOIN LATERAL (
@@ -131,44 +141,47 @@ verdict AS (
                CASE WHEN s.v IS NULL OR s.spike OR s.dip OR s.stuck OR s.quality & 1 <> 0 THEN
                    nullif(jsonb_strip_nulls(jsonb_build_object(
                        'non_finite', CASE WHEN s.v IS NULL THEN format('value %s is not a finite number', s.value) END,
-                       'spike', CASE WHEN s.spike THEN format('%s above both neighbours %s and %s', s.v, s.prev, s.next) END,
+                       'spike', CASE WHEN s.spike THEN format('%s above both neighbours %s and %s', s.v, s.p1, s.n1) END,
                        'recovering_decrease', CASE WHEN s.dip THEN format('%s below previous level %s, regained %s within 3 readings', s.v, s.prevmax, s.nextmax) END,
                        'stuck', CASE WHEN s.stuck THEN format('unchanged at %s since %s (longer than %s)', s.v, s.run_start, c.stuck_after) END,
                        'out_of_limits', CASE WHEN s.quality & 1 <> 0 THEN format('%s outside the point limits', s.value) END
                    )), '{}'::jsonb)
                END AS detail
         FROM (
-            SELECT t.*,
-                   coalesce(c.object_type = 'energy' AND c.check_registers AND NOT t.spike
-                            AND t.v < t.prevmax AND t.nextmax >= t.prevmax, false) AS dip,
-                   coalesce(c.object_type = 'analog' AND t.ts - t.run_start > c.stuck_after, false) AS stuck
+            SELECT k.*,
+                   coalesce(c.object_type = 'energy' AND c.check_registers AND NOT k.spike
+                            AND k.v < k.prevmax AND k.nextmax >= k.prevmax, false) AS dip,
+                   coalesce(c.object_type = 'analog' AND k.ts - k.run_start > c.stuck_after, false) AS stuck
             FROM (
-                SELECT u.*,
-                       max(CASE WHEN NOT u.spike THEN u.v END) OVER (ORDER BY u.ts ROWS BETWEEN 3 PRECEDING AND 1 PRECEDING) AS prevmax,
-                       max(CASE WHEN NOT u.spike THEN u.v END) OVER (ORDER BY u.ts ROWS BETWEEN 1 FOLLOWING AND 3 FOLLOWING) AS nextmax,
-                       max(CASE WHEN u.changed THEN u.ts END) OVER (ORDER BY u.ts ROWS UNBOUNDED PRECEDING) AS run_start
+                SELECT r.ts, r.value, r.quality, r.v, r.p1, r.n1,
+                       c.object_type = 'energy' AND c.check_registers AND raw.is_spike(r.v, r.p1, r.n1) AS spike,
+                       greatest(CASE WHEN NOT raw.is_spike(r.p1, r.p2, r.v)  THEN r.p1 END,
+                                CASE WHEN NOT raw.is_spike(r.p2, r.p3, r.p1) THEN r.p2 END,
+                                CASE WHEN NOT raw.is_spike(r.p3, r.p4, r.p2) THEN r.p3 END) AS prevmax,
+                       greatest(CASE WHEN NOT raw.is_spike(r.n1, r.v, r.n2)  THEN r.n1 END,
+                                CASE WHEN NOT raw.is_spike(r.n2, r.n1, r.n3) THEN r.n2 END,
+                                CASE WHEN NOT raw.is_spike(r.n3, r.n2, r.n4) THEN r.n3 END) AS nextmax,
+                       max(CASE WHEN r.changed THEN r.ts END) OVER (ORDER BY r.ts ROWS UNBOUNDED PRECEDING) AS run_start
                 FROM (
-                    SELECT r.*,
-                           coalesce(c.object_type = 'energy' AND c.check_registers
-                                    AND r.v > r.next AND r.next >= r.prev AND r.v > r.prev, false) AS spike
-                    FROM (
-                        SELECT x.ts, x.value, x.quality, f.v,
-                               lag(f.v) OVER o AS prev, lead(f.v) OVER o AS next,
-                               f.v IS DISTINCT FROM lag(f.v) OVER o AS changed
-                        FROM raw.point_value x
-                        CROSS JOIN LATERAL (
-                            SELECT CASE WHEN x.value < 'Infinity' AND x.value > '-Infinity' THEN x.value END AS v
-                        ) f
-                        WHERE x.point_id = c.point_id
-                          AND x.ts >= CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
-                                           THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
-                                           ELSE c.ctx_lo END
-                          AND x.ts <= c.ctx_hi
-                        WINDOW o AS (ORDER BY x.ts)
-                    ) r
-                ) u
-            ) t
-            WHERE t.ts >= c.range_start AND t.ts < c.range_end
+                    SELECT x.ts, x.value, x.quality, f.v,
+                           lag(f.v, 1) OVER o AS p1, lag(f.v, 2) OVER o AS p2,
+                           lag(f.v, 3) OVER o AS p3, lag(f.v, 4) OVER o AS p4,
+                           lead(f.v, 1) OVER o AS n1, lead(f.v, 2) OVER o AS n2,
+                           lead(f.v, 3) OVER o AS n3, lead(f.v, 4) OVER o AS n4,
+                           f.v IS DISTINCT FROM lag(f.v) OVER o AS changed
+                    FROM raw.point_value x
+                    CROSS JOIN LATERAL (
+                        SELECT CASE WHEN x.value < 'Infinity' AND x.value > '-Infinity' THEN x.value END AS v
+                    ) f
+                    WHERE x.point_id = c.point_id
+                      AND x.ts >= CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
+                                       THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
+                                       ELSE c.ctx_lo END
+                      AND x.ts <= c.ctx_hi
+                    WINDOW o AS (ORDER BY x.ts)
+                ) r
+            ) k
+            WHERE k.ts >= c.range_start AND k.ts < c.range_end
         ) s
         WHERE s.v IS NULL OR s.spike OR s.dip OR s.stuck OR s.quality & 31 <> 0
     ) v
@@ -233,6 +246,7 @@ $$;
 
 -- migrate:down
 DROP FUNCTION IF EXISTS raw.clean_ranges(integer[], timestamptz[], timestamptz[]);
+DROP FUNCTION IF EXISTS raw.is_spike(double precision, double precision, double precision);
 DROP FUNCTION IF EXISTS ops.merge_ranges(integer[], timestamptz[], timestamptz[]);
 ALTER TABLE ops.point_watermark DROP COLUMN IF EXISTS cleaned_until;
 DROP TABLE IF EXISTS config.point_cleaning;
