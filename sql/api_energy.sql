@@ -194,7 +194,7 @@ END $$;
 CREATE OR REPLACE FUNCTION api.meter_series(p_meter_id integer, p_granularity text,
                                             p_from timestamptz, p_to timestamptz)
 RETURNS TABLE (bucket timestamptz, energy numeric, expected bigint, present bigint, missing bigint)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     s energy.rollup_setting;
     lo timestamptz;
@@ -220,7 +220,7 @@ CREATE OR REPLACE FUNCTION api.entity_series(p_kind text, p_entity_id integer, p
                                              p_granularity text, p_from timestamptz, p_to timestamptz,
                                              p_direction text DEFAULT 'input')
 RETURNS TABLE (bucket timestamptz, energy numeric, meters bigint, expected bigint, present bigint, missing bigint)
-LANGUAGE plpgsql STABLE AS $$
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 DECLARE
     s energy.rollup_setting;
     lo timestamptz;
