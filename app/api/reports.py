@@ -63,7 +63,7 @@ def _attachment(name: str, ext: str) -> dict[str, str]:
     return {"Content-Disposition": f'attachment; filename="{name}.{ext}"'}
 
 
-def _render(report: dict[str, Any], fmt: str, name: str) -> Response | Stream | dict:
+def _render(report: dict[str, Any], fmt: str, name: str) -> Response:
     from app.reports import export_plotly, export_xlsx
 
     if fmt == "xlsx":
@@ -76,7 +76,7 @@ def _render(report: dict[str, Any], fmt: str, name: str) -> Response | Stream | 
     if fmt == "pdf":
         return Response(export_plotly.pdf(report), media_type="application/pdf",
                         headers=_attachment(name, "pdf"))
-    return report
+    return Response(report)
 
 
 class ReportController(Controller):
@@ -94,7 +94,7 @@ class ReportController(Controller):
         from_: Annotated[str, Parameter(query="from", description=FROM_DOC)],
         to: Annotated[str, Parameter(description=TO_DOC)],
         format: Annotated[Literal["json", "html", "png"], Parameter(description="Output format")] = "json",
-    ) -> Any:
+    ) -> Response:
         try:
             zone = get_settings().reporting_timezone
             from zoneinfo import ZoneInfo
@@ -111,7 +111,7 @@ class ReportController(Controller):
             return Response(sankey.html(flow), media_type="text/html")
         if format == "png":
             return Response(sankey.png(flow), media_type="image/png")
-        return flow
+        return Response(flow)
 
     @get("/reports/{metric:str}", operation_id="getReport", sync_to_thread=True,
          summary="Report any metric for any entity, granularity and period",
@@ -134,7 +134,7 @@ class ReportController(Controller):
             description="native: the category's unit; kgce: kg coal equivalent (energy)")] = "native",
         category: Annotated[str | None, Parameter(description="Energy category id or name")] = None,
         format: Annotated[ReportFormat, Parameter(description="Output format")] = "json",
-    ) -> Any:
+    ) -> Response:
         try:
             p = report_params.parse(
                 metric=metric, entity=entity, entity_id=entity_id, granularity=granularity, start=from_,
@@ -156,7 +156,7 @@ class ReportController(Controller):
         tenant_id: Annotated[int, Parameter(ge=1, description="The tenant's id")],
         month: Annotated[str, Parameter(description="YYYY-MM", pattern=r"^\d{4}-\d{2}$")],
         format: Annotated[Literal["json", "xlsx", "pdf"], Parameter(description="Output format")] = "json",
-    ) -> Any:
+    ) -> Response:
         try:
             with database.connection() as conn:
                 bill = tenant_bill.build(conn, tenant_id, month, data_scope(request))
@@ -167,4 +167,4 @@ class ReportController(Controller):
             return Response(tenant_bill.xlsx(bill), media_type=XLSX, headers=_attachment(name, "xlsx"))
         if format == "pdf":
             return Response(tenant_bill.pdf(bill), media_type="application/pdf", headers=_attachment(name, "pdf"))
-        return bill
+        return Response(bill)
