@@ -3,6 +3,8 @@
 Revision ID: 0009
 Revises: 0008
 Create Date: 2026-11-26
+
+sql/api_security.sql: users, refresh tokens, user and API key data scopes.
 """
 
 from app.migrate import run_sql_down, run_sql_up
@@ -12,7 +14,7 @@ down_revision = "0008"
 branch_labels = None
 depends_on = None
 
-FILES: list[str] = []
+FILES: list[str] = ["api_security.sql"]
 
 
 def upgrade() -> None:
