@@ -8,10 +8,12 @@ Python side. tests/test_migrations.py checks that both agree.
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Date,
     Double,
@@ -24,7 +26,7 @@ from sqlalchemy import (
     SmallInteger,
     Text,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import ARRAY, INTERVAL, JSONB, TIMESTAMP, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 TZ = TIMESTAMP(timezone=True)
@@ -302,6 +304,60 @@ class ApiKey(Base):
     expires_at: Mapped[dt.datetime | None] = mapped_column(TZ)
     revoked_at: Mapped[dt.datetime | None] = mapped_column(TZ)
     last_used_at: Mapped[dt.datetime | None] = mapped_column(TZ)
+    restricted: Mapped[bool] = mapped_column(Boolean, server_default="false")
+
+
+class AppUser(Base):
+    """A person who logs in (sql/api_security.sql); app/users.py manages them."""
+
+    __tablename__ = "app_user"
+    __table_args__ = {"schema": "config"}
+    id: Mapped[int] = _pk()
+    username: Mapped[str] = mapped_column(Text)
+    password_hash: Mapped[str] = mapped_column(Text)
+    role: Mapped[str] = mapped_column(Text, server_default="viewer")
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default="true")
+    restricted: Mapped[bool] = mapped_column(Boolean, server_default="false")
+    created_at: Mapped[dt.datetime] = mapped_column(TZ, server_default="now()")
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(TZ)
+    failed_logins: Mapped[int] = mapped_column(Integer, server_default="0")
+    locked_until: Mapped[dt.datetime | None] = mapped_column(TZ)
+
+
+def _grant(name: str, owner: str, owner_table: str, target: str) -> type[Base]:
+    """Data scope grant table class: user or API key <-> space or tenant."""
+    attrs: dict[str, Any] = {
+        "__tablename__": name,
+        "__table_args__": {"schema": "config"},
+        "__annotations__": {},
+        f"{owner}_id": mapped_column(
+            Integer, ForeignKey(f"config.{owner_table}.id", ondelete="CASCADE"), primary_key=True
+        ),
+        f"{target}_id": mapped_column(
+            Integer, ForeignKey(f"config.{target}.id", ondelete="CASCADE"), primary_key=True
+        ),
+    }
+    return type("".join(p.capitalize() for p in name.split("_")), (Base,), attrs)
+
+
+UserSpace = _grant("user_space", "user", "app_user", "space")
+UserTenant = _grant("user_tenant", "user", "app_user", "tenant")
+ApiKeySpace = _grant("api_key_space", "api_key", "api_key", "space")
+ApiKeyTenant = _grant("api_key_tenant", "api_key", "api_key", "tenant")
+
+
+class RefreshToken(Base):
+    """A refresh token's hash, family and lifetime (sql/api_security.sql)."""
+
+    __tablename__ = "refresh_token"
+    __table_args__ = {"schema": "config"}
+    id: Mapped[int] = mapped_column(BigInteger, Identity(always=True), primary_key=True)
+    user_id: Mapped[int] = _fk("config.app_user.id", "CASCADE", nullable=False)
+    family: Mapped[uuid.UUID] = mapped_column(UUID)
+    token_sha256: Mapped[bytes] = mapped_column(LargeBinary, unique=True)
+    issued_at: Mapped[dt.datetime] = mapped_column(TZ, server_default="now()")
+    expires_at: Mapped[dt.datetime] = mapped_column(TZ)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(TZ)
 
 
 class CarbonRegion(Base):
@@ -328,3 +384,8 @@ class EmissionFactor(Base):
     valid_to: Mapped[dt.datetime] = mapped_column(TZ, server_default="infinity")
     kgco2e_per_unit: Mapped[Decimal] = mapped_column(Numeric)
     source: Mapped[str] = mapped_column(Text)
+
+
+# The tariff tables (sql/billing.sql) are mapped in app/tariffs.py; importing it here
+# registers them on Base with the rest of the config schema.
+from app import tariffs as _tariffs  # noqa: E402,F401

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from app import PROJECT_ROOT
@@ -40,6 +40,13 @@ class Settings(BaseSettings):
         default="UTC", description="IANA zone for reporting days and months, e.g. Europe/Stockholm."
     )
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    jwt_secret: SecretStr | None = Field(
+        default=None,
+        description="Key signing API access tokens (HS256). Unset: generated once into <data_dir>/jwt-secret.",
+    )
+    cors_origins: str = Field(
+        default="", description="Comma-separated origins allowed to call the API from a browser ('*': any)."
+    )
 
     @field_validator("reporting_timezone")
     @classmethod
