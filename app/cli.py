@@ -289,6 +289,37 @@ def apikey_revoke(key_id: int = typer.Argument(..., help="The key's id (see `wat
     typer.echo(f"key {key_id} revoked")
 
 
+# -------------------------------------------------------------------------- users
+user_app = typer.Typer(no_args_is_help=True, help="People who log in to the API.")
+app.add_typer(user_app, name="user")
+
+
+@user_app.command("create")
+def user_create(
+    username: str = typer.Option(..., "--username", help="Login name."),
+    role: str = typer.Option("viewer", "--role", help="admin, engineer or viewer."),
+    password_stdin: bool = typer.Option(False, "--password-stdin", help="Read the password from stdin."),
+) -> None:
+    """Create a user; without --password-stdin a password is generated and printed once."""
+    from app import audit
+    from app.db import connect
+    from app.users import create_user
+
+    password = sys.stdin.readline().rstrip("\r\n") if password_stdin else None
+    with connect() as conn:
+        try:
+            user, password = create_user(conn, username, role, password)
+        except ValueError as exc:
+            fail(str(exc), code=2)
+        audit.record(conn, "cli", "create", "user", user.id, None,
+                     {"id": user.id, "username": user.username, "role": user.role})
+        conn.commit()
+    typer.echo(f"user {user.username} ({user.role}) created with id {user.id}", err=True)
+    if not password_stdin:
+        typer.echo("generated password, shown once:", err=True)
+        typer.echo(password)
+
+
 # -------------------------------------------------------------------------- api
 @app.command("api")
 def api(
