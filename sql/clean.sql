@@ -74,9 +74,9 @@ RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT coalesce(x > next AND next >= prev AND x > prev, false)
 $$;
 
--- Apply the cleaning rules to the readings of each (point, start, end) range, widened by 8
--- readings each way (a new reading can change its predecessors' verdicts) and evaluated
--- with 12 more readings of context, so a reading's flags do not depend on how the work was
+-- Apply the cleaning rules to the readings of each (point, start, end) range, widened by 4
+-- readings each way (a reading's verdict depends on the 4 readings either side of it) and evaluated
+-- with 4 more readings of context, so a reading's flags do not depend on how the work was
 -- cut. Rules, on finite readings in time order:
 --   spike (4):   energy point, v > next, next >= prev, v > prev.
 --   recovering decrease (8): energy point, not a spike: v below the highest of the 3
@@ -95,18 +95,18 @@ WITH req AS (
     FROM ops.merge_ranges(p_point, p_start, p_end) m
     JOIN config.point p ON p.id = m.id
 ),
--- Widen by 8 readings each way, then merge again.
+-- Widen by 4 readings each way, then merge again.
 widened AS (
     SELECT w.id AS point_id, w.range_start, w.range_end
     FROM ops.merge_ranges(
         ARRAY(SELECT point_id FROM req ORDER BY point_id, range_start),
         ARRAY(SELECT coalesce((SELECT r.ts FROM raw.point_value r
                                WHERE r.point_id = q.point_id AND r.ts < q.range_start
-                               ORDER BY r.ts DESC OFFSET 7 LIMIT 1), '-infinity')
+                               ORDER BY r.ts DESC OFFSET 3 LIMIT 1), '-infinity')
               FROM req q ORDER BY q.point_id, q.range_start),
         ARRAY(SELECT coalesce((SELECT r.ts + interval '1 microsecond' FROM raw.point_value r
                                WHERE r.point_id = q.point_id AND r.ts >= q.range_end
-                               ORDER BY r.ts OFFSET 7 LIMIT 1), 'infinity')
+                               ORDER BY r.ts OFFSET 3 LIMIT 1), 'infinity')
               FROM req q ORDER BY q.point_id, q.range_start)
     ) w
 ),
@@ -116,75 +116,76 @@ ctx AS (
            CASE WHEN pc.point_id IS NULL THEN interval '6 hours' ELSE pc.stuck_after END AS stuck_after,
            coalesce((SELECT r.ts FROM raw.point_value r
                      WHERE r.point_id = w.point_id AND r.ts < w.range_start
-                     ORDER BY r.ts DESC OFFSET 11 LIMIT 1), '-infinity') AS ctx_lo,
+                     ORDER BY r.ts DESC OFFSET 3 LIMIT 1), '-infinity') AS ctx_lo,
            coalesce((SELECT r.ts FROM raw.point_value r
                      WHERE r.point_id = w.point_id AND r.ts >= w.range_end
-                     ORDER BY r.ts OFFSET 11 LIMIT 1), 'infinity') AS ctx_hi
+                     ORDER BY r.ts OFFSET 3 LIMIT 1), 'infinity') AS ctx_hi
     FROM widened w
     JOIN config.point p ON p.id = w.point_id
     LEFT JOIN config.point_cleaning pc ON pc.point_id = w.point_id
 ),
 verdict AS (
-    -- Two ordered passes per range (the index order; no sorts). Pass 1 reads the 4
-    -- readings either side of each reading, which is all the spike and recovering-decrease
-    -- rules need (a neighbour's spike verdict is an expression over the same values);
-    -- pass 2 finds when the value last changed (stuck). Non-finite values become NULL so
-    -- they never act as neighbours.
-    SELECT c.point_id, v.ts, v.quality, v.bits, v.detail
-    FROM ctx c
-    CROSS JOIN LATERAL (
-        SELECT s.ts, s.quality,
-               (CASE WHEN s.v IS NULL THEN 2 ELSE 0 END)
-             | (CASE WHEN s.spike THEN 4 ELSE 0 END)
-             | (CASE WHEN s.dip THEN 8 ELSE 0 END)
-             | (CASE WHEN s.stuck THEN 16 ELSE 0 END) AS bits,
-               CASE WHEN s.v IS NULL OR s.spike OR s.dip OR s.stuck OR s.quality & 1 <> 0 THEN
-                   nullif(jsonb_strip_nulls(jsonb_build_object(
-                       'non_finite', CASE WHEN s.v IS NULL THEN format('value %s is not a finite number', s.value) END,
-                       'spike', CASE WHEN s.spike THEN format('%s above both neighbours %s and %s', s.v, s.p1, s.n1) END,
-                       'recovering_decrease', CASE WHEN s.dip THEN format('%s below previous level %s, regained %s within 3 readings', s.v, s.prevmax, s.nextmax) END,
-                       'stuck', CASE WHEN s.stuck THEN format('unchanged at %s since %s (longer than %s)', s.v, s.run_start, c.stuck_after) END,
-                       'out_of_limits', CASE WHEN s.quality & 1 <> 0 THEN format('%s outside the point limits', s.value) END
-                   )), '{}'::jsonb)
-               END AS detail
+    -- Two window passes over all ranges at once (partitioned by range; one sort, no
+    -- per-range set-up). Pass 1 reads the 4 readings either side of each reading, which is
+    -- all the spike and recovering-decrease rules need (a neighbour's spike verdict is an
+    -- expression over the same values); pass 2 finds when the value last changed (stuck).
+    -- Non-finite values become NULL so they never act as neighbours.
+    SELECT s.point_id, s.ts, s.quality,
+           (CASE WHEN s.v IS NULL THEN 2 ELSE 0 END)
+         | (CASE WHEN s.spike THEN 4 ELSE 0 END)
+         | (CASE WHEN s.dip THEN 8 ELSE 0 END)
+         | (CASE WHEN s.stuck THEN 16 ELSE 0 END) AS bits,
+           CASE WHEN s.v IS NULL OR s.spike OR s.dip OR s.stuck OR s.quality & 1 <> 0 THEN
+               nullif(jsonb_strip_nulls(jsonb_build_object(
+                   'non_finite', CASE WHEN s.v IS NULL THEN format('value %s is not a finite number', s.value) END,
+                   'spike', CASE WHEN s.spike THEN format('%s above both neighbours %s and %s', s.v, s.p1, s.n1) END,
+                   'recovering_decrease', CASE WHEN s.dip THEN format('%s below previous level %s, regained %s within 3 readings', s.v, s.prevmax, s.nextmax) END,
+                   'stuck', CASE WHEN s.stuck THEN format('unchanged at %s since %s (longer than %s)', s.v, s.run_start, s.stuck_after) END,
+                   'out_of_limits', CASE WHEN s.quality & 1 <> 0 THEN format('%s outside the point limits', s.value) END
+               )), '{}'::jsonb)
+           END AS detail
+    FROM (
+        SELECT k.*,
+               coalesce(k.registers AND NOT k.spike AND k.v < k.prevmax AND k.nextmax >= k.prevmax, false) AS dip,
+               coalesce(k.object_type = 'analog' AND k.ts - k.run_start > k.stuck_after, false) AS stuck
         FROM (
-            SELECT k.*,
-                   coalesce(c.object_type = 'energy' AND c.check_registers AND NOT k.spike
-                            AND k.v < k.prevmax AND k.nextmax >= k.prevmax, false) AS dip,
-                   coalesce(c.object_type = 'analog' AND k.ts - k.run_start > c.stuck_after, false) AS stuck
+            SELECT r.point_id, r.range_start, r.range_end, r.object_type, r.stuck_after, r.registers,
+                   r.ts, r.value, r.quality, r.v, r.p1, r.n1,
+                   r.registers AND raw.is_spike(r.v, r.p1, r.n1) AS spike,
+                   greatest(CASE WHEN NOT raw.is_spike(r.p1, r.p2, r.v)  THEN r.p1 END,
+                            CASE WHEN NOT raw.is_spike(r.p2, r.p3, r.p1) THEN r.p2 END,
+                            CASE WHEN NOT raw.is_spike(r.p3, r.p4, r.p2) THEN r.p3 END) AS prevmax,
+                   greatest(CASE WHEN NOT raw.is_spike(r.n1, r.v, r.n2)  THEN r.n1 END,
+                            CASE WHEN NOT raw.is_spike(r.n2, r.n1, r.n3) THEN r.n2 END,
+                            CASE WHEN NOT raw.is_spike(r.n3, r.n2, r.n4) THEN r.n3 END) AS nextmax,
+                   max(CASE WHEN r.changed THEN r.ts END)
+                       OVER (PARTITION BY r.point_id, r.range_start ORDER BY r.ts ROWS UNBOUNDED PRECEDING) AS run_start
             FROM (
-                SELECT r.ts, r.value, r.quality, r.v, r.p1, r.n1,
-                       c.object_type = 'energy' AND c.check_registers AND raw.is_spike(r.v, r.p1, r.n1) AS spike,
-                       greatest(CASE WHEN NOT raw.is_spike(r.p1, r.p2, r.v)  THEN r.p1 END,
-                                CASE WHEN NOT raw.is_spike(r.p2, r.p3, r.p1) THEN r.p2 END,
-                                CASE WHEN NOT raw.is_spike(r.p3, r.p4, r.p2) THEN r.p3 END) AS prevmax,
-                       greatest(CASE WHEN NOT raw.is_spike(r.n1, r.v, r.n2)  THEN r.n1 END,
-                                CASE WHEN NOT raw.is_spike(r.n2, r.n1, r.n3) THEN r.n2 END,
-                                CASE WHEN NOT raw.is_spike(r.n3, r.n2, r.n4) THEN r.n3 END) AS nextmax,
-                       max(CASE WHEN r.changed THEN r.ts END) OVER (ORDER BY r.ts ROWS UNBOUNDED PRECEDING) AS run_start
+                SELECT y.*,
+                       lag(y.v, 1) OVER o AS p1, lag(y.v, 2) OVER o AS p2,
+                       lag(y.v, 3) OVER o AS p3, lag(y.v, 4) OVER o AS p4,
+                       lead(y.v, 1) OVER o AS n1, lead(y.v, 2) OVER o AS n2,
+                       lead(y.v, 3) OVER o AS n3, lead(y.v, 4) OVER o AS n4,
+                       y.v IS DISTINCT FROM lag(y.v) OVER o AS changed
                 FROM (
-                    SELECT x.ts, x.value, x.quality, f.v,
-                           lag(f.v, 1) OVER o AS p1, lag(f.v, 2) OVER o AS p2,
-                           lag(f.v, 3) OVER o AS p3, lag(f.v, 4) OVER o AS p4,
-                           lead(f.v, 1) OVER o AS n1, lead(f.v, 2) OVER o AS n2,
-                           lead(f.v, 3) OVER o AS n3, lead(f.v, 4) OVER o AS n4,
-                           f.v IS DISTINCT FROM lag(f.v) OVER o AS changed
-                    FROM raw.point_value x
-                    CROSS JOIN LATERAL (
-                        SELECT CASE WHEN x.value < 'Infinity' AND x.value > '-Infinity' THEN x.value END AS v
-                    ) f
-                    WHERE x.point_id = c.point_id
-                      AND x.ts >= CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
-                                       THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
-                                       ELSE c.ctx_lo END
-                      AND x.ts <= c.ctx_hi
-                    WINDOW o AS (ORDER BY x.ts)
-                ) r
-            ) k
-            WHERE k.ts >= c.range_start AND k.ts < c.range_end
-        ) s
-        WHERE s.v IS NULL OR s.spike OR s.dip OR s.stuck OR s.quality & 31 <> 0
-    ) v
+                    SELECT c.point_id, c.range_start, c.range_end, c.object_type, c.stuck_after,
+                           c.object_type = 'energy' AND c.check_registers AS registers,
+                           x.ts, x.value, x.quality,
+                           CASE WHEN x.value < 'Infinity' AND x.value > '-Infinity' THEN x.value END AS v
+                    FROM ctx c
+                    JOIN raw.point_value x
+                      ON x.point_id = c.point_id
+                     AND x.ts >= CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
+                                      THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
+                                      ELSE c.ctx_lo END
+                     AND x.ts <= c.ctx_hi
+                ) y
+                WINDOW o AS (PARTITION BY y.point_id, y.range_start ORDER BY y.ts)
+            ) r
+        ) k
+        WHERE k.ts >= k.range_start AND k.ts < k.range_end
+    ) s
+    WHERE s.v IS NULL OR s.spike OR s.dip OR s.stuck OR s.quality & 31 <> 0
 ),
 updated AS (
     UPDATE raw.point_value r
