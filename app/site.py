@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from app.db import INFINITY, NEG_INFINITY, get_engine
 from app.models import (
+    CarbonRegion,
     CombinedEquipment,
     CombinedEquipmentMember,
     CostCenter,
@@ -44,6 +45,7 @@ from app.models import (
     Tenant,
 )
 from app.protocols import address_errors, connection_errors
+from app.tariffs import TariffAssignment, TariffRow
 
 PATH_SEP = "/"
 
@@ -73,6 +75,7 @@ class SpaceIn(_In):
     area_m2: float | None = Field(None, ge=0)
     timezone: str | None = None
     cost_center: str | None = None
+    grid_region: str | None = None
     description: str | None = None
     meters: list[str] = []
     children: list["SpaceIn"] = []
@@ -133,6 +136,7 @@ class MeterIn(_In):
     register_max: float | None = Field(None, gt=0)
     master: str | None = None
     cost_center: str | None = None
+    grid_region: str | None = None
     formula: str | None = None
     load_profile: list[float] | None = Field(
         None, min_length=24, max_length=24,
@@ -182,6 +186,19 @@ class ShopfloorIn(StoreIn):
     pass
 
 
+class TariffAssignmentIn(_In):
+    """A tariff (by its label, imported with `wattline tariff import`) pricing a cost
+    center's or tenant's meters of one category, or one meter, over a validity period."""
+
+    tariff: str
+    category: str | None = None
+    cost_center: str | None = None
+    tenant: str | None = None
+    meter: str | None = None
+    valid_from: dt.datetime | None = None
+    valid_to: dt.datetime | None = None
+
+
 class SiteFile(_In):
     version: Literal[1] = 1
     categories: list[CategoryIn] = []
@@ -194,6 +211,7 @@ class SiteFile(_In):
     tenants: list[TenantIn] = []
     stores: list[StoreIn] = []
     shopfloors: list[ShopfloorIn] = []
+    tariff_assignments: list[TariffAssignmentIn] = []
 
 
 # ----------------------------------------------------------------------- errors
@@ -440,6 +458,26 @@ class _Importer:
                 for j, member in enumerate(getattr(ent, "equipment", [])):
                     if member not in equipment_names:
                         err(f"{loc}.equipment[{j}]: unknown equipment {member!r}")
+        tenant_names = {t.name for t in site.tenants} | set(self._existing(Tenant))
+        labels = set(self.s.scalars(select(TariffRow.label)))
+        for i, a in enumerate(site.tariff_assignments):
+            loc = f"tariff_assignments[{i}]"
+            if a.tariff not in labels:
+                err(f"{loc}.tariff: unknown tariff {a.tariff!r} (import it first with `wattline tariff import`)")
+            targets = [x for x in (a.cost_center, a.tenant, a.meter) if x is not None]
+            if len(targets) != 1:
+                err(f"{loc}: name exactly one of cost_center, tenant, meter")
+            if a.meter is None and a.category is None:
+                err(f"{loc}.category: a cost center's or tenant's tariff names its energy category")
+            if a.category is not None and a.category not in self.categories:
+                err(f"{loc}.category: unknown energy category {a.category!r}")
+            check_cc(a.cost_center, loc)
+            if a.tenant is not None and a.tenant not in tenant_names:
+                err(f"{loc}.tenant: unknown tenant {a.tenant!r}")
+            if a.meter is not None and a.meter not in meter_names:
+                err(f"{loc}.meter: unknown meter {a.meter!r}")
+            if a.valid_from and a.valid_to and a.valid_from >= a.valid_to:
+                err(f"{loc}.valid_to: must be after valid_from")
         for i, t in enumerate(site.tenants):
             if t.lease_start and t.lease_end and t.lease_start > t.lease_end:
                 err(f"tenants[{i}].lease_end: {t.lease_end} is before lease_start {t.lease_start}")
@@ -564,7 +602,8 @@ class _Importer:
                 s.add(obj)
                 spaces[path] = obj
             self._set(obj, "spaces", created, kind=sp.kind, area_m2=sp.area_m2, timezone=sp.timezone,
-                      cost_center_id=cc_id(sp.cost_center), description=sp.description)
+                      cost_center_id=cc_id(sp.cost_center), grid_region_id=self._region_id(sp.grid_region),
+                      description=sp.description)
             s.flush()
 
         sources = self._existing(DataSource)
@@ -597,6 +636,7 @@ class _Importer:
                 item_id=items[(m.category, m.item)].id if m.item else None,
                 is_counted=m.is_counted, hourly_low=m.hourly_low, hourly_high=m.hourly_high,
                 register_max=m.register_max, cost_center_id=cc_id(m.cost_center),
+                grid_region_id=self._region_id(m.grid_region),
                 formula=m.formula, load_profile=m.load_profile, description=m.description,
             )
         s.flush()
@@ -610,7 +650,60 @@ class _Importer:
         s.flush()
 
         self._write_entities(spaces, meters, cc_id)
+        self._write_tariff_assignments(meters, ccs)
         return self._report()
+
+    def _region_id(self, name: str | None) -> int | None:
+        """Grid regions are created on first mention (emission factors refer to them by name)."""
+        if name is None:
+            return None
+        region = self.s.scalars(select(CarbonRegion).where(CarbonRegion.name == name)).first()
+        if region is None:
+            region = CarbonRegion(name=name)
+            self.s.add(region)
+            self.s.flush()
+            self._mark("grid_regions", region, "created")
+        return region.id
+
+    def _write_tariff_assignments(self, meters, ccs) -> None:
+        """The file's assignments replace those of each (target, category) it names."""
+        if not self.site.tariff_assignments:
+            return
+        s = self.s
+        tariffs = {t.label: t.id for t in s.scalars(select(TariffRow))}
+        cats = self._existing(EnergyCategory)
+        tenants = self._existing(Tenant)
+
+        def key(a):
+            return (a.cost_center_id, a.tenant_id, a.meter_id, a.category_id)
+
+        wanted = []
+        for a in self.site.tariff_assignments:
+            wanted.append(dict(
+                tariff_id=tariffs[a.tariff],
+                category_id=cats[a.category].id if a.category else meters[a.meter].category_id,
+                cost_center_id=ccs[a.cost_center].id if a.cost_center else None,
+                tenant_id=tenants[a.tenant].id if a.tenant else None,
+                meter_id=meters[a.meter].id if a.meter else None,
+                valid_from=a.valid_from or _NEG_INF, valid_to=a.valid_to or _INF,
+            ))
+        targets = {(w["cost_center_id"], w["tenant_id"], w["meter_id"], w["category_id"]) for w in wanted}
+        have = [a for a in s.scalars(select(TariffAssignment)) if key(a) in targets]
+        as_tuple = lambda d: tuple(sorted(d.items()))  # noqa: E731
+        have_set = {as_tuple({c: getattr(a, c) for c in wanted[0]}) for a in have}
+        want_set = {as_tuple(w) for w in wanted}
+        if have_set == want_set:
+            for a in have:
+                self._mark("tariff_assignments", a, "unchanged")
+            return
+        for a in have:
+            s.delete(a)
+        s.flush()
+        for w in wanted:
+            obj = TariffAssignment(**w)
+            s.add(obj)
+            self._mark("tariff_assignments", obj, "created")
+        s.flush()
 
     def _link_point(self, meter: Meter, m: MeterIn, points: dict[str, Point]) -> None:
         key = self.point_of.get(m.name)
@@ -751,6 +844,7 @@ def export_site(url: str | None = None) -> dict:
     """The whole configuration as a plain dict in the import format."""
     with Session(get_engine(url)) as s:
         ccs = {c.id: c.name for c in s.scalars(select(CostCenter).order_by(CostCenter.name))}
+        regions = {r.id: r.name for r in s.scalars(select(CarbonRegion))}
         meters = list(s.scalars(select(Meter).order_by(Meter.id)))
         meter_name = {m.id: m.name for m in meters}
         space_rows = list(s.scalars(select(Space).order_by(Space.name)))
@@ -778,7 +872,8 @@ def export_site(url: str | None = None) -> dict:
                 paths[sp.id] = path
                 out.append(_clean({
                     "name": sp.name, "kind": sp.kind, "area_m2": sp.area_m2, "timezone": sp.timezone,
-                    "cost_center": ccs.get(sp.cost_center_id), "description": sp.description,
+                    "cost_center": ccs.get(sp.cost_center_id), "grid_region": regions.get(sp.grid_region_id),
+                    "description": sp.description,
                     "meters": meter_refs("space", sp.id), "children": space_tree(sp.id, path),
                 }, {"kind": "custom"}))
             return out
@@ -821,6 +916,7 @@ def export_site(url: str | None = None) -> dict:
                 "point_from": point_from, "is_counted": m.is_counted, "hourly_low": m.hourly_low,
                 "hourly_high": m.hourly_high, "register_max": m.register_max,
                 "master": meter_name.get(m.master_meter_id), "cost_center": ccs.get(m.cost_center_id),
+                "grid_region": regions.get(m.grid_region_id),
                 "formula": m.formula, "load_profile": m.load_profile, "description": m.description,
             }, {"kind": "physical", "multiplier": 1.0, "is_counted": True}))
         eq_names = {}
@@ -848,6 +944,20 @@ def export_site(url: str | None = None) -> dict:
                 if kind == "combined_equipment":
                     d["equipment"] = sorted(x.name for x in e.members)
                 doc[key].append(_clean(d, {}))
+        labels = {t.id: t.label for t in s.scalars(select(TariffRow))}
+        cat_names = {c.id: c.name for c in s.scalars(select(EnergyCategory))}
+        tenant_names = {t.id: t.name for t in s.scalars(select(Tenant))}
+        doc["tariff_assignments"] = [
+            _clean({
+                "tariff": labels[a.tariff_id],
+                "category": cat_names.get(a.category_id) if a.meter_id is None else None,
+                "cost_center": ccs.get(a.cost_center_id), "tenant": tenant_names.get(a.tenant_id),
+                "meter": meter_name.get(a.meter_id),
+                "valid_from": None if a.valid_from == _NEG_INF else a.valid_from,
+                "valid_to": None if a.valid_to == _INF else a.valid_to,
+            }, {})
+            for a in s.scalars(select(TariffAssignment).order_by(TariffAssignment.id))
+        ]
         return {k: v for k, v in doc.items() if v != []}
 
 

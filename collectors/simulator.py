@@ -250,9 +250,7 @@ def backfill_readings(sources: Iterable[SourceConfig], start: dt.datetime, end: 
     """Raw readings (point_id, ts, value, quality) the simulated devices would have
     produced every `step` in [start, end): the history a demo backfill writes."""
     plans = []
-    for source in sources:
-        if source.protocol not in ("modbus-tcp", "mqtt"):
-            continue
+    for source in sources:  # HTTP sources too: their senders would have pushed the same history
         shapes = source_shapes(source, tz)
         plans += [(p, shapes[meter_stem(p.name)]) for p in source.points]
     t = start
@@ -351,7 +349,7 @@ async def run_simulator(sources: list[SourceConfig], stop: asyncio.Event, tz: st
 def backfill_history(url: str, days: float, step: dt.timedelta = dt.timedelta(minutes=5), tz: str = "UTC",
                      end: dt.datetime | None = None, batch: int = 50_000) -> int:
     """Write `days` of simulated history up to `end` (default: now, on a step boundary)
-    for every enabled Modbus and MQTT point. Idempotent: the same instants every run,
+    for every enabled Modbus, MQTT and HTTP point. Idempotent: the same instants every run,
     and rows already present are dropped. Returns the rows newly written."""
     import psycopg
 

@@ -35,13 +35,6 @@ MAY_BE_EMPTY = {
         "clean, regular 5-minute readings give only 'measured' intervals",
 }
 
-FACTORS = """category,region,basis,scope,valid_from,valid_to,kgco2e_per_unit,source
-electricity,,location,2,2020-01-01T00:00Z,,0.045,demo grid average
-electricity,,market,2,2020-01-01T00:00Z,,0.012,demo supplier mix
-natural gas,,location,1,2020-01-01T00:00Z,,2.0,demo fuel factor
-water,,location,3,2020-01-01T00:00Z,,0.344,demo water supply
-chilled water,,location,2,2020-01-01T00:00Z,,0.02,demo district cooling
-"""
 
 
 def load(path: Path) -> dict:
@@ -128,10 +121,9 @@ def test_panels_read_only_api_views():
 # ------------------------------------------------------------ demo database
 @pytest.fixture(scope="module")
 def demo(server_url, template_db, dropper):
-    """A database with the demo site, 14 days of simulated readings up to now through every
-    pipeline stage, carbon factors and operations rows. Yields (url, time range)."""
-    from app.carbon import import_factors, parse_factor_csv
-    from app.site import import_site_file
+    """A database with the demo (tariffs, site, emission factors), 14 days of simulated
+    readings up to now through every pipeline stage, and operations rows. Yields (url, time range)."""
+    from app.demo import load_demo
     from collectors.simulator import backfill_history
     from jobs import runner
 
@@ -140,14 +132,12 @@ def demo(server_url, template_db, dropper):
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     url = server_url.rsplit("/", 1)[0] + "/" + name
     try:
-        import_site_file(PROJECT_ROOT / "examples" / "demo-site.yaml", url=url)
+        load_demo(url)
         now = dt.datetime.now(UTC)
         end = dt.datetime.fromtimestamp(now.timestamp() // 300 * 300, UTC)
         start = end - dt.timedelta(days=DAYS)
         with psycopg.connect(url, autocommit=True) as conn:
             zone = conn.execute("SELECT reporting_timezone FROM energy.rollup_setting").fetchone()[0]
-            with conn.transaction():
-                import_factors(conn, parse_factor_csv(FACTORS, "demo factors"), "demo factors")
         backfill_history(url, DAYS, dt.timedelta(minutes=5), zone, end=end)
         with psycopg.connect(url, autocommit=True) as conn:
             stages = runner.load_pipeline()

@@ -99,9 +99,9 @@ def test_registers_advance_at_run_time():
 
 
 def test_demo_site_devices_and_backfill(db_url, conn):
-    from app.site import import_site_file
+    from app.demo import load_demo
 
-    import_site_file(PROJECT_ROOT / "examples" / "demo-site.yaml", url=db_url)
+    load_demo(db_url)
     sources = load_sources(conn)
     modbus = [s for s in sources if s.protocol == "modbus-tcp"]
     assert modbus and all(s.connection.host == "127.0.0.1" for s in modbus)
@@ -136,9 +136,10 @@ def test_demo_site_devices_and_backfill(db_url, conn):
 
     end = dt.datetime(2026, 11, 20, tzinfo=UTC)
     history = list(backfill_readings(sources, end - dt.timedelta(hours=2), end, dt.timedelta(minutes=15)))
-    mqtt_and_modbus = [p for s in sources if s.protocol in ("modbus-tcp", "mqtt") for p in s.points]
-    assert len(history) == 8 * len(mqtt_and_modbus)
-    energy_ids = {p.id for p in mqtt_and_modbus if p.object_type == "energy"}
+    every_point = [p for s in sources for p in s.points]   # HTTP senders' history included
+    assert {s.protocol for s in sources} == {"modbus-tcp", "mqtt", "http"}
+    assert len(history) == 8 * len(every_point)
+    energy_ids = {p.id for p in every_point if p.object_type == "energy"}
     series = {}
     for pid, ts, value, quality in history:
         series.setdefault(pid, []).append(value)

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from app import PROJECT_ROOT
+from app.demo import load_demo_tariffs
 from app.site import SiteFileError, export_site, export_site_yaml, import_site_file, parse_site_yaml, import_site
 
 DEMO = PROJECT_ROOT / "examples" / "demo-site.yaml"
@@ -18,6 +19,13 @@ CONFIG_TABLES = [
     "shopfloor", "space_meter", "equipment_meter", "combined_equipment_meter", "tenant_meter",
     "store_meter", "shopfloor_meter",
 ]
+
+
+@pytest.fixture(autouse=True)
+def demo_tariffs(request):
+    """The demo's tariff assignments name tariffs by label: store those first."""
+    if "db_url" in request.fixturenames:
+        load_demo_tariffs(request.getfixturevalue("db_url"))
 
 
 def _counts(conn) -> dict[str, int]:
@@ -75,12 +83,14 @@ def test_export_imports_into_an_empty_database(db_url, conn, tmp_path, server_ur
                   "shopfloor_meter", "combined_equipment_member", "meter_point", "tenant", "store",
                   "shopfloor", "equipment", "combined_equipment"]:
             c.execute(f"DELETE FROM config.{t}")
+        c.execute("DELETE FROM config.tariff_assignment")
         c.execute("UPDATE config.meter SET master_meter_id = NULL")
         c.execute("DELETE FROM config.meter")
         c.execute("DELETE FROM config.point")
         c.execute("DELETE FROM config.data_source")
         c.execute("UPDATE config.space SET parent_id = NULL")
         c.execute("DELETE FROM config.space")
+        c.execute("DELETE FROM config.carbon_region")
         c.execute("DELETE FROM config.energy_item")
         c.execute("DELETE FROM config.energy_category")
         c.execute("DELETE FROM config.cost_center")
