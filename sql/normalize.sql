@@ -120,32 +120,38 @@ links AS MATERIALIZED (
     JOIN config.meter_point mp ON mp.meter_id = w.meter_id AND mp.valid_from < w.re AND mp.valid_to > w.rs
     LEFT JOIN config.point_cleaning pc ON pc.point_id = mp.point_id
 ),
-pairs AS (
-    SELECT l.meter_id, l.multiplier, l.max_gap, l.lo, l.hi, p.t0, p.t1, p.d, p.f
+bounds AS MATERIALIZED (
+    -- Each link piece reads its readings plus the good reading either side (the pairs
+    -- that cross its edges).
+    SELECT l.*,
+           coalesce((SELECT max(b.ts) FROM raw.point_value b
+                     WHERE b.point_id = l.point_id AND b.ts < l.lo AND b.quality & 14 = 0
+                       AND b.value < 'Infinity' AND b.value > '-Infinity'), l.lo) AS r_lo,
+           coalesce((SELECT min(b.ts) FROM raw.point_value b
+                     WHERE b.point_id = l.point_id AND b.ts >= l.hi AND b.quality & 14 = 0
+                       AND b.value < 'Infinity' AND b.value > '-Infinity'), l.hi) AS r_hi
     FROM links l
-    CROSS JOIN LATERAL (
-        SELECT s.t0, s.t1,
-               CASE WHEN s.v1 >= s.v0 THEN s.v1 - s.v0
-                    WHEN l.rmax IS NOT NULL AND s.v0 <= l.rmax THEN l.rmax + 1 - s.v0 + s.v1
-                    ELSE s.v1 END AS d,
-               CASE WHEN s.v1 >= s.v0 THEN 0
-                    WHEN l.rmax IS NOT NULL AND s.v0 <= l.rmax THEN 64
-                    ELSE 128 END AS f
-        FROM (
-            SELECT lag(r.ts) OVER o AS t0, lag(r.value) OVER o AS v0, r.ts AS t1, r.value AS v1
-            FROM raw.point_value r
-            WHERE r.point_id = l.point_id
-              AND r.ts >= coalesce((SELECT max(b.ts) FROM raw.point_value b
-                                    WHERE b.point_id = l.point_id AND b.ts < l.lo AND b.quality & 14 = 0
-                                      AND b.value < 'Infinity' AND b.value > '-Infinity'), l.lo)
-              AND r.ts <= coalesce((SELECT min(b.ts) FROM raw.point_value b
-                                    WHERE b.point_id = l.point_id AND b.ts >= l.hi AND b.quality & 14 = 0
-                                      AND b.value < 'Infinity' AND b.value > '-Infinity'), l.hi)
-              AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
-            WINDOW o AS (ORDER BY r.ts)
-        ) s
-        WHERE s.t0 IS NOT NULL AND s.t1 > l.lo AND s.t0 < l.hi
-    ) p
+),
+pairs AS (
+    -- Consecutive good readings of every link piece at once: one window partitioned by
+    -- piece (one sort, no per-piece set-up).
+    SELECT s.meter_id, s.multiplier, s.max_gap, s.lo, s.hi, s.t0, s.t1,
+           CASE WHEN s.v1 >= s.v0 THEN s.v1 - s.v0
+                WHEN s.rmax IS NOT NULL AND s.v0 <= s.rmax THEN s.rmax + 1 - s.v0 + s.v1
+                ELSE s.v1 END AS d,
+           CASE WHEN s.v1 >= s.v0 THEN 0
+                WHEN s.rmax IS NOT NULL AND s.v0 <= s.rmax THEN 64
+                ELSE 128 END AS f
+    FROM (
+        SELECT bd.meter_id, bd.multiplier, bd.max_gap, bd.lo, bd.hi, bd.rmax,
+               lag(r.ts) OVER o AS t0, lag(r.value) OVER o AS v0, r.ts AS t1, r.value AS v1
+        FROM bounds bd
+        JOIN raw.point_value r
+          ON r.point_id = bd.point_id AND r.ts >= bd.r_lo AND r.ts <= bd.r_hi
+         AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
+        WINDOW o AS (PARTITION BY bd.meter_id, bd.point_id, bd.lo ORDER BY r.ts)
+    ) s
+    WHERE s.t0 IS NOT NULL AND s.t1 > s.lo AND s.t0 < s.hi
 ),
 spans AS MATERIALIZED (
     SELECT pr.meter_id, pr.max_gap, pr.t0, pr.t1, pr.f,
