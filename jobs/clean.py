@@ -23,8 +23,9 @@ SELECT p.id, n.first_ts, 'infinity'::timestamptz
 FROM config.point p
 LEFT JOIN ops.point_watermark w ON w.point_id = p.id
 CROSS JOIN LATERAL (
-    SELECT min(r.ts) AS first_ts FROM raw.point_value r
+    SELECT r.ts AS first_ts FROM raw.point_value r
     WHERE r.point_id = p.id AND r.ts > coalesce(w.cleaned_until, '-infinity')
+    ORDER BY r.ts LIMIT 1
 ) n
 WHERE n.first_ts IS NOT NULL
 """

@@ -226,8 +226,8 @@ marks AS (
     SELECT DISTINCT ON (c.point_id) c.point_id, '-infinity'::timestamptz, c.last_ts
     FROM (
         SELECT c.point_id, c.range_start,
-               (SELECT max(r.ts) FROM raw.point_value r
-                WHERE r.point_id = c.point_id AND r.ts < c.range_end) AS last_ts
+               (SELECT r.ts FROM raw.point_value r
+                WHERE r.point_id = c.point_id AND r.ts < c.range_end ORDER BY r.ts DESC LIMIT 1) AS last_ts
         FROM ctx c
     ) c
     LEFT JOIN ops.point_watermark old ON old.point_id = c.point_id

@@ -16,6 +16,9 @@
 -- Over any span of written quarters the energy sum equals the register's net advance,
 -- corrected for rollovers and resets, times the multiplier (the conservation invariant).
 
+-- Look-ups of one reading are written ORDER BY ts LIMIT 1, never min()/max() with a
+-- filter: on a hypertable the planner turns the latter into an aggregate over every
+-- earlier chunk, which grows with the history.
 -- A reading normalization may use.
 -- (inlined as: quality & 14 = 0 AND value < 'Infinity' AND value > '-Infinity')
 
@@ -27,9 +30,9 @@ LANGUAGE sql STABLE AS $$
         SELECT greatest(mp.valid_from, d.first_ts) AS lo, least(mp.valid_to, d.last_ts) AS hi
         FROM config.meter_point mp
         CROSS JOIN LATERAL (
-            SELECT (SELECT min(r.ts) FROM raw.point_value r WHERE r.point_id = mp.point_id) AS first_ts,
-                   (SELECT max(r.ts) + interval '1 microsecond' FROM raw.point_value r
-                    WHERE r.point_id = mp.point_id) AS last_ts
+            SELECT (SELECT r.ts FROM raw.point_value r WHERE r.point_id = mp.point_id ORDER BY r.ts LIMIT 1) AS first_ts,
+                   (SELECT r.ts + interval '1 microsecond' FROM raw.point_value r
+                    WHERE r.point_id = mp.point_id ORDER BY r.ts DESC LIMIT 1) AS last_ts
         ) d
         WHERE mp.meter_id = p_meter AND d.first_ts IS NOT NULL
     ), bounds AS (
@@ -51,13 +54,13 @@ LANGUAGE sql STABLE AS $$
     SELECT mp.meter_id, greatest(x.lo, mp.valid_from), least(x.hi, mp.valid_to)
     FROM (
         SELECT u.point_id,
-               coalesce((SELECT max(r.ts) FROM raw.point_value r
+               coalesce((SELECT r.ts FROM raw.point_value r
                          WHERE r.point_id = u.point_id AND r.ts < u.s AND r.quality & 14 = 0
-                           AND r.value < 'Infinity' AND r.value > '-Infinity'),
+                           AND r.value < 'Infinity' AND r.value > '-Infinity' ORDER BY r.ts DESC LIMIT 1),
                         u.s) AS lo,
-               coalesce((SELECT min(r.ts) + interval '1 microsecond' FROM raw.point_value r
+               coalesce((SELECT r.ts + interval '1 microsecond' FROM raw.point_value r
                          WHERE r.point_id = u.point_id AND r.ts >= u.e AND r.quality & 14 = 0
-                           AND r.value < 'Infinity' AND r.value > '-Infinity'),
+                           AND r.value < 'Infinity' AND r.value > '-Infinity' ORDER BY r.ts LIMIT 1),
                         u.e) AS hi
         FROM unnest(p_point, p_start, p_end) AS u(point_id, s, e)
     ) x
@@ -76,9 +79,10 @@ LANGUAGE sql STABLE AS $$
           FROM config.meter_point mp JOIN config.meter m ON m.id = mp.meter_id AND m.kind = 'physical') p
     LEFT JOIN ops.point_watermark w ON w.point_id = p.point_id
     CROSS JOIN LATERAL (
-        SELECT (SELECT min(r.ts) FROM raw.point_value r
-                WHERE r.point_id = p.point_id AND r.ts > coalesce(w.normalized_until, '-infinity')) AS first_ts,
-               (SELECT max(r.ts) FROM raw.point_value r WHERE r.point_id = p.point_id) AS last_ts
+        SELECT (SELECT r.ts FROM raw.point_value r
+                WHERE r.point_id = p.point_id AND r.ts > coalesce(w.normalized_until, '-infinity')
+                ORDER BY r.ts LIMIT 1) AS first_ts,
+               (SELECT r.ts FROM raw.point_value r WHERE r.point_id = p.point_id ORDER BY r.ts DESC LIMIT 1) AS last_ts
     ) n
     WHERE n.first_ts IS NOT NULL
 $$;
@@ -124,12 +128,12 @@ bounds AS MATERIALIZED (
     -- Each link piece reads its readings plus the good reading either side (the pairs
     -- that cross its edges).
     SELECT l.*,
-           coalesce((SELECT max(b.ts) FROM raw.point_value b
+           coalesce((SELECT b.ts FROM raw.point_value b
                      WHERE b.point_id = l.point_id AND b.ts < l.lo AND b.quality & 14 = 0
-                       AND b.value < 'Infinity' AND b.value > '-Infinity'), l.lo) AS r_lo,
-           coalesce((SELECT min(b.ts) FROM raw.point_value b
+                       AND b.value < 'Infinity' AND b.value > '-Infinity' ORDER BY b.ts DESC LIMIT 1), l.lo) AS r_lo,
+           coalesce((SELECT b.ts FROM raw.point_value b
                      WHERE b.point_id = l.point_id AND b.ts >= l.hi AND b.quality & 14 = 0
-                       AND b.value < 'Infinity' AND b.value > '-Infinity'), l.hi) AS r_hi
+                       AND b.value < 'Infinity' AND b.value > '-Infinity' ORDER BY b.ts LIMIT 1), l.hi) AS r_hi
     FROM links l
 ),
 pairs AS (
@@ -241,7 +245,7 @@ marks AS (
     SELECT x.point_id, max(x.last_ts)
     FROM (
         SELECT l.point_id, l.lo,
-               (SELECT max(r.ts) FROM raw.point_value r WHERE r.point_id = l.point_id AND r.ts < l.hi) AS last_ts
+               (SELECT r.ts FROM raw.point_value r WHERE r.point_id = l.point_id AND r.ts < l.hi ORDER BY r.ts DESC LIMIT 1) AS last_ts
         FROM links l
     ) x
     LEFT JOIN ops.point_watermark old ON old.point_id = x.point_id
