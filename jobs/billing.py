@@ -29,6 +29,7 @@ from jobs import dirty
 NAME = "billing"
 BATCH = 500           # meters priced together at most
 PG_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
+QUARTER_S = 900
 log = logging.getLogger("wattline.jobs.billing")
 
 Timeline = list[tuple[int, dt.datetime, dt.datetime]]   # (tariff_id, start, end)
@@ -96,38 +97,40 @@ def plan(conn: psycopg.Connection, tariffs: dict[int, Tariff], meter_ids: list[i
 
 
 # ------------------------------------------------------------------------ loading
-_ROW = np.dtype([("n", ">i2"), ("l1", ">i4"), ("meter", ">i4"), ("l2", ">i4"), ("idx", ">i4"),
-                 ("l3", ">i4"), ("energy", ">f8")])
+# array_send() of a one-dimensional array without NULLs: ndim, has-nulls flag, element
+# type, length, lower bound, then each element as (length, value). timestamptz values
+# are int8 microseconds since 2000-01-01 UTC.
+_ARRAY_HEADER = 20
+_TS_ELEM = np.dtype([("len", ">i4"), ("v", ">i8")])
+_F8_ELEM = np.dtype([("len", ">i4"), ("v", ">f8")])
 
 
 def load_matrix(conn: psycopg.Connection, meter_ids: list[int], start: dt.datetime, end: dt.datetime
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """(energy, present) as (meters, quarter-hours of [start, end)); NaN where energy is NULL."""
+    """(energy, present) as (meters, quarter-hours of [start, end)); NaN where energy is NULL.
+
+    One row per meter: its timestamps and energies as two arrays aggregated in the same
+    pass (so in the same order), sent in binary and read straight into numpy. A row per
+    interval (COPY) costs a client round of work per row; this is about twice as fast."""
     grid = quarter_grid(start, end)
     M, N = len(meter_ids), len(grid)
     energy = np.full((M, N), np.nan)
     present = np.zeros((M, N), dtype=bool)
     if not M or not N:
         return energy, present
-    chunks = []
-    with conn.cursor().copy(
-        "COPY (SELECT meter_id, ((extract(epoch FROM ts)::bigint - %s) / 900)::int, "
-        "coalesce(energy, 'NaN')::float8 FROM energy.meter_interval "
-        "WHERE meter_id = ANY (%s) AND ts >= %s AND ts < %s) TO STDOUT (FORMAT binary)",
-        (int(grid[0]), meter_ids, start, end),
-    ) as copy:
-        for data in copy:
-            chunks.append(bytes(data))
-    buf = b"".join(chunks)
-    body = buf[19:-2]
-    if body:
-        rows = np.frombuffer(body, dtype=_ROW)
-        order = np.argsort(meter_ids)
-        ids = np.asarray(meter_ids, dtype=np.int64)[order]
-        r = order[np.searchsorted(ids, rows["meter"].astype(np.int64))]
-        c = rows["idx"].astype(np.int64)
-        energy[r, c] = rows["energy"]
-        present[r, c] = True
+    row_of = {m: i for i, m in enumerate(meter_ids)}
+    cur = conn.cursor(binary=True)
+    cur.execute(
+        "SELECT meter_id, array_send(array_agg(ts)), array_send(array_agg(coalesce(energy, 'NaN'::float8))) "
+        "FROM energy.meter_interval WHERE meter_id = ANY (%s) AND ts >= %s AND ts < %s GROUP BY meter_id",
+        (meter_ids, start, end))
+    offset = PG_EPOCH - int(grid[0])
+    for meter, ts_bytes, e_bytes in cur:
+        i = row_of[meter]
+        ts = np.frombuffer(ts_bytes, dtype=_TS_ELEM, offset=_ARRAY_HEADER)["v"]
+        c = (ts // 1_000_000 + offset) // QUARTER_S
+        energy[i, c] = np.frombuffer(e_bytes, dtype=_F8_ELEM, offset=_ARRAY_HEADER)["v"]
+        present[i, c] = True
     return energy, present
 
 

@@ -137,59 +137,92 @@ WHERE EXISTS (SELECT 1 FROM config.emission_factor f WHERE f.category_id = c.id)
 -- Interval emissions ----------------------------------------------------------------------
 -- Recompute carbon.meter_emission for the given meters (NULL: all) over [p_start, p_end):
 -- delete what is there, insert from energy.meter_interval. Returns rows written.
+--
+-- The static factors are first resolved into a factor timeline: per (category, region)
+-- of the meters concerned, [lo, hi) segments cut at every factor boundary, each with
+-- the location- and market-based factor that applies (the region's own, else the one
+-- without region). The intervals then join that small table once, by (category,
+-- region) and range; the intensity series, cut into quarter hours and pivoted by basis,
+-- are joined only when some series overlaps the span.
 CREATE FUNCTION carbon.compute_emissions(p_start timestamptz, p_end timestamptz,
                                          p_meter_ids integer[] DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
-    n bigint;
+    n          bigint;
+    has_series boolean;
 BEGIN
     DELETE FROM carbon.meter_emission e
     WHERE e.ts >= p_start AND e.ts < p_end AND (p_meter_ids IS NULL OR e.meter_id = ANY (p_meter_ids));
 
+    has_series := EXISTS (SELECT 1 FROM carbon.grid_intensity gi WHERE gi.ts < p_end AND gi.ts_end > p_start);
+
+    EXECUTE format($q$
     INSERT INTO carbon.meter_emission (meter_id, ts, scope, kgco2e_location, kgco2e_market, kgce,
                                        location_factor_id, market_factor_id, flags)
-    WITH m AS (
-        SELECT mt.id AS meter_id, mt.category_id, r.region_id, cs.scope,
+    WITH m AS MATERIALIZED (
+        SELECT mt.id AS meter_id, mt.category_id, r.region_id, coalesce(r.region_id, 0) AS rkey, cs.scope,
                c.kgce_factor::double precision AS kgce_factor
         FROM config.meter mt
         JOIN config.energy_category c ON c.id = mt.category_id
         JOIN carbon.category_scope cs ON cs.category_id = mt.category_id
         JOIN carbon.meter_region r ON r.meter_id = mt.id
-        WHERE p_meter_ids IS NULL OR mt.id = ANY (p_meter_ids)
+        WHERE $3::integer[] IS NULL OR mt.id = ANY ($3)
     ),
-    f AS (
-        SELECT id, category_id, region_id, basis, kgco2e_per_unit::double precision AS k, valid_from, valid_to
-        FROM config.emission_factor
-        WHERE valid_from < p_end AND valid_to > p_start
+    grp AS (SELECT DISTINCT category_id, region_id, rkey FROM m),
+    cuts AS (   -- every factor boundary inside the span, and the span's ends
+        SELECT g.category_id, g.region_id, g.rkey, c.t
+        FROM grp g
+        CROSS JOIN LATERAL (
+            SELECT $1 AS t
+            UNION SELECT $2
+            UNION SELECT b.t FROM config.emission_factor f, LATERAL (VALUES (f.valid_from), (f.valid_to)) b(t)
+                  WHERE f.category_id = g.category_id AND (f.region_id = g.region_id OR f.region_id IS NULL)
+                    AND b.t > $1 AND b.t < $2
+        ) c
     ),
-    g AS (   -- intensity periods cut into quarter hours
-        SELECT gi.region_id, gi.category_id, gi.basis, q.ts, gi.kgco2e_per_kwh::double precision AS k
-        FROM carbon.grid_intensity gi
-        CROSS JOIN LATERAL generate_series(gi.ts, gi.ts_end - INTERVAL '15 minutes', INTERVAL '15 minutes') q(ts)
-        WHERE gi.ts < p_end AND gi.ts_end > p_start
+    seg AS (
+        SELECT category_id, region_id, rkey, t AS lo,
+               lead(t) OVER (PARTITION BY category_id, rkey ORDER BY t) AS hi
+        FROM cuts
     ),
-    x AS (
-        SELECT i.meter_id, i.ts, i.energy, m.scope, m.kgce_factor, m.region_id,
-               gl.k AS gl_k, gm.k AS gm_k,
+    tl AS MATERIALIZED (   -- the factor timeline: one row per segment
+        SELECT s.category_id, s.rkey, s.lo, s.hi,
                coalesce(lr.id, ld.id) AS lf_id, coalesce(lr.k, ld.k) AS lf_k,
                (lr.id IS NULL AND ld.id IS NOT NULL) AS l_default,
                coalesce(mr.id, md.id) AS mf_id, coalesce(mr.k, md.k) AS mf_k,
                (mr.id IS NULL AND md.id IS NOT NULL) AS m_default
+        FROM seg s
+        LEFT JOIN LATERAL (SELECT f.id, f.kgco2e_per_unit::double precision AS k FROM config.emission_factor f
+                           WHERE f.basis = 'location' AND f.category_id = s.category_id AND f.region_id = s.region_id
+                             AND f.valid_from <= s.lo AND f.valid_to > s.lo) lr ON true
+        LEFT JOIN LATERAL (SELECT f.id, f.kgco2e_per_unit::double precision AS k FROM config.emission_factor f
+                           WHERE f.basis = 'location' AND f.category_id = s.category_id AND f.region_id IS NULL
+                             AND f.valid_from <= s.lo AND f.valid_to > s.lo) ld ON true
+        LEFT JOIN LATERAL (SELECT f.id, f.kgco2e_per_unit::double precision AS k FROM config.emission_factor f
+                           WHERE f.basis = 'market' AND f.category_id = s.category_id AND f.region_id = s.region_id
+                             AND f.valid_from <= s.lo AND f.valid_to > s.lo) mr ON true
+        LEFT JOIN LATERAL (SELECT f.id, f.kgco2e_per_unit::double precision AS k FROM config.emission_factor f
+                           WHERE f.basis = 'market' AND f.category_id = s.category_id AND f.region_id IS NULL
+                             AND f.valid_from <= s.lo AND f.valid_to > s.lo) md ON true
+        WHERE s.hi IS NOT NULL
+    ),
+    g AS MATERIALIZED (   -- intensity periods cut into quarter hours, both bases on one row
+        SELECT gi.region_id, gi.category_id, q.ts,
+               max(gi.kgco2e_per_kwh::double precision) FILTER (WHERE gi.basis = 'location') AS gl_k,
+               max(gi.kgco2e_per_kwh::double precision) FILTER (WHERE gi.basis = 'market') AS gm_k
+        FROM carbon.grid_intensity gi
+        CROSS JOIN LATERAL generate_series(gi.ts, gi.ts_end - INTERVAL '15 minutes', INTERVAL '15 minutes') q(ts)
+        WHERE gi.ts < $2 AND gi.ts_end > $1
+        GROUP BY gi.region_id, gi.category_id, q.ts
+    ),
+    x AS (
+        SELECT i.meter_id, i.ts, i.energy, m.scope, m.kgce_factor, m.region_id,
+               %1$s, tl.lf_id, tl.lf_k, tl.l_default, tl.mf_id, tl.mf_k, tl.m_default
         FROM energy.meter_interval i
         JOIN m ON m.meter_id = i.meter_id
-        LEFT JOIN g gl ON gl.basis = 'location' AND gl.region_id = m.region_id
-                      AND gl.category_id = m.category_id AND gl.ts = i.ts
-        LEFT JOIN g gm ON gm.basis = 'market' AND gm.region_id = m.region_id
-                      AND gm.category_id = m.category_id AND gm.ts = i.ts
-        LEFT JOIN f lr ON lr.basis = 'location' AND lr.category_id = m.category_id
-                      AND lr.region_id = m.region_id AND i.ts >= lr.valid_from AND i.ts < lr.valid_to
-        LEFT JOIN f ld ON ld.basis = 'location' AND ld.category_id = m.category_id
-                      AND ld.region_id IS NULL AND i.ts >= ld.valid_from AND i.ts < ld.valid_to
-        LEFT JOIN f mr ON mr.basis = 'market' AND mr.category_id = m.category_id
-                      AND mr.region_id = m.region_id AND i.ts >= mr.valid_from AND i.ts < mr.valid_to
-        LEFT JOIN f md ON md.basis = 'market' AND md.category_id = m.category_id
-                      AND md.region_id IS NULL AND i.ts >= md.valid_from AND i.ts < md.valid_to
-        WHERE i.ts >= p_start AND i.ts < p_end
+        JOIN tl ON tl.category_id = m.category_id AND tl.rkey = m.rkey AND i.ts >= tl.lo AND i.ts < tl.hi
+        %2$s
+        WHERE i.ts >= $1 AND i.ts < $2 AND ($3::integer[] IS NULL OR i.meter_id = ANY ($3))
     )
     SELECT meter_id, ts, scope,
            energy * coalesce(gl_k, lf_k),
@@ -204,7 +237,12 @@ BEGIN
            | (CASE WHEN gl_k IS NULL AND lf_k IS NULL THEN 16 ELSE 0 END)
            | (CASE WHEN energy IS NULL THEN 32 ELSE 0 END)
            | (CASE WHEN region_id IS NULL THEN 64 ELSE 0 END)
-    FROM x;
+    FROM x
+    ORDER BY meter_id, ts   -- index order: the unique index is filled page by page$q$,
+        CASE WHEN has_series THEN 'g.gl_k, g.gm_k' ELSE 'NULL::double precision AS gl_k, NULL::double precision AS gm_k' END,
+        CASE WHEN has_series THEN 'LEFT JOIN g ON g.region_id = m.region_id AND g.category_id = m.category_id AND g.ts = i.ts'
+             ELSE '' END)
+    USING p_start, p_end, p_meter_ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
