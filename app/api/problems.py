@@ -25,7 +25,16 @@ def _database_unavailable(exc: Exception) -> ProblemDetailsException:
                    "the database cannot be reached right now; retry later", headers={"Retry-After": "5"})
 
 
+def _invalid_value(exc: Exception) -> ProblemDetailsException:
+    # A value the database cannot hold (an id beyond integer range, a malformed timestamp…)
+    # that reached a query: the caller's mistake, not the server's.
+    diag = getattr(exc, "diag", None)
+    message = (diag.message_primary if diag is not None else None) or "invalid value"
+    return problem(422, "invalid-value", "Invalid value", message)
+
+
 EXCEPTION_MAP = {
     PoolTimeout: _database_unavailable,
     psycopg.OperationalError: _database_unavailable,
+    psycopg.DataError: _invalid_value,
 }
