@@ -242,3 +242,40 @@ def test_openapi_docs_and_readiness(client):
     ready = client.get("/api/v1/ready")
     assert ready.status_code == 200 and ready.json()["status"] == "ready" and ready.json()["schema"]
     assert client.get("/api/v1/health").status_code == 200
+
+
+def test_tariffs_import_list_and_assign(client, eng, conn):
+    from pathlib import Path
+
+    urdb = json.loads((Path(__file__).parent / "fixtures" / "urdb_tou_tiered_demand.json").read_text())
+    r = client.post("/api/v1/tariffs/import", headers=eng, json=urdb)
+    assert r.status_code == 200, r.text
+    tariff = r.json()[0]
+    listed = client.get("/api/v1/tariffs", headers=eng).json()
+    assert listed["total"] == 1 and listed["items"][0]["id"] == tariff["id"]
+    # tariffs change only through the validated import
+    assert client.post("/api/v1/tariffs", headers=eng, json={"name": "x"}).status_code == 405
+    bad = json.loads(json.dumps(urdb))
+    bad["items"][0]["energyweekdayschedule"][3] = bad["items"][0]["energyweekdayschedule"][3][:23]
+    r = client.post("/api/v1/tariffs/import", headers=eng, json=bad)
+    assert r.status_code == 422 and r.headers["content-type"].startswith(PROBLEM)
+    assert r.json()["field"] == "energyweekdayschedule[3]", r.json()
+    cc = client.post("/api/v1/cost-centers", headers=eng, json={"name": "shop"}).json()
+    cat = client.post("/api/v1/energy-categories", headers=eng, json={"name": "electricity", "unit": "kWh"}).json()
+    r = client.post("/api/v1/tariff-assignments", headers=eng,
+                    json={"tariff_id": tariff["id"], "cost_center_id": cc["id"], "category_id": cat["id"]})
+    assert r.status_code == 201, r.text
+    r = client.delete(f"/api/v1/tariffs/{tariff['id']}", headers=eng)
+    assert r.status_code == 409 and "tariff_assignment" in r.json()["detail"]
+
+
+def test_ingest_is_rate_limited(client, conn, monkeypatch):
+    from app.apikeys import issue_key
+
+    key = issue_key(conn, "gw", ["ingest"]).secret
+    from app.api import INGEST_RATE_LIMIT
+
+    limit = INGEST_RATE_LIMIT.rate_limit[1]
+    codes = {client.post("/api/v1/ingest", headers={"X-API-Key": key}, json=[]).status_code for _ in range(limit)}
+    assert codes == {400}  # empty batches, each answered
+    assert client.post("/api/v1/ingest", headers={"X-API-Key": key}, json=[]).status_code == 429

@@ -65,9 +65,10 @@ def entity_controller(entity: Entity) -> type[Controller]:
         "list_rows": get(operation_id=f"list{name}", summary=f"List {title.lower()} rows",
                          description="Filter by any column with `?<column>=<value>` (`null` for none).",
                          sync_to_thread=True)(list_rows),
-        "create": post(operation_id=f"create{name}", summary=f"Create a {title.lower()}", guards=WRITE_GUARDS,
-                       sync_to_thread=True)(create),
     }
+    if entity.editable:
+        handlers["create"] = post(operation_id=f"create{name}", summary=f"Create a {title.lower()}",
+                                  guards=WRITE_GUARDS, sync_to_thread=True)(create)
 
     if len(pk) == 1:
         def read(self, id: FromPath[int], database: NamedDependency[Database], principal: NamedDependency[Principal]) -> Read:
@@ -103,7 +104,7 @@ def entity_controller(entity: Entity) -> type[Controller]:
 
     handlers["read"] = get(item, operation_id=f"get{name}", summary=f"Read one {title.lower()} ({key_doc})",
                            sync_to_thread=True)(read)
-    if len(entity.writable) > len(pk):
+    if entity.editable and len(entity.writable) > len(pk):
         handlers["update"] = patch(item, operation_id=f"update{name}", guards=WRITE_GUARDS, sync_to_thread=True,
                                    summary=f"Change some fields of a {title.lower()} ({key_doc})")(update)
     handlers["remove"] = delete(item, operation_id=f"delete{name}", guards=WRITE_GUARDS, sync_to_thread=True,
@@ -288,6 +289,21 @@ class ApiKeysController(Controller):
             service.revoke_key(conn, id, principal.actor)
 
 
+# --------------------------------------------------------------------- tariffs
+class TariffImportController(Controller):
+    path = f"{PREFIX}/tariffs/import"
+    tags = ["configuration"]
+    guards = WRITE_GUARDS
+
+    @post(operation_id="importTariffs", status_code=200, sync_to_thread=True,
+          summary="Validate and store OpenEI URDB tariffs (one, a list, or {\"items\": [...]}), all or nothing",
+          description="A tariff whose label exists is updated (its version goes up); see docs/billing.md.")
+    def import_tariffs(self, data: JSONBody[dict[str, Any] | list[dict[str, Any]]], database: NamedDependency[Database],
+                       principal: NamedDependency[Principal]) -> list[dict[str, Any]]:
+        with database.connection() as conn:
+            return service.import_tariffs(conn, data, principal.actor)
+
+
 # ------------------------------------------------------------------------ site
 @dataclass
 class ImportResult:
@@ -351,5 +367,5 @@ def _import_site(database: NamedDependency[Database], body: bytes, dry_run: bool
     return result
 
 
-CONTROLLERS = [SpaceTreeController, *(entity_controller(e) for e in ENTITIES), UsersController,
+CONTROLLERS = [SpaceTreeController, TariffImportController, *(entity_controller(e) for e in ENTITIES), UsersController,
                ApiKeysController, SiteController]

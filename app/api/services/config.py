@@ -33,6 +33,7 @@ from app.api.problems import problem
 from app.formula import validate_formulas
 from app.protocols import address_errors, connection_errors
 from app.scopes import visible_ids
+from app.tariffs import ReactiveMeter, TariffAssignment, TariffRow
 
 MAX_LIMIT = 1000
 Validator = Callable[[psycopg.Connection, dict, "dict | None"], list[tuple[str, str]]]
@@ -58,6 +59,7 @@ class Entity:
     scope_cols: dict[str, str] = field(default_factory=dict)  # column -> app.scopes kind
     validate: Validator | None = None
     searchable: str | None = "name"
+    editable: bool = True         # False: created and changed elsewhere (tariffs: URDB import)
     columns: list[Column] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -169,6 +171,11 @@ ENTITIES: list[Entity] = [
     Entity("shopfloor", "shopfloors", models.Shopfloor, "Shopfloor", {"id": "shopfloor"}),
     Entity("carbon_region", "carbon-regions", models.CarbonRegion, "Carbon region"),
     Entity("emission_factor", "emission-factors", models.EmissionFactor, "Emission factor", searchable=None),
+    Entity("tariff", "tariffs", TariffRow, "Tariff", editable=False),
+    Entity("tariff_assignment", "tariff-assignments", TariffAssignment, "Tariff assignment",
+           {"cost_center_id": "cost_center", "tenant_id": "tenant", "meter_id": "meter"}, searchable=None),
+    Entity("reactive_meter", "reactive-meters", ReactiveMeter, "Reactive meter",
+           {"meter_id": "meter", "reactive_meter_id": "meter"}, searchable=None),
 ] + [
     Entity(f"{kind}_meter", f"{kind.replace('_', '-')}-meters", link, f"{kind.replace('_', ' ').capitalize()}-meter link",
            {col: kind, "meter_id": "meter"}, searchable=None)
@@ -286,10 +293,13 @@ def _table(entity: Entity) -> sql.Composable:
 
 def _scope_clause(conn, entity: Entity, scope) -> tuple[list[sql.Composable], list]:
     where, params = [], []
+    nullable = {c.name for c in entity.columns if c.nullable}
     for col, kind in entity.scope_cols.items():
         ids = visible_ids(conn, scope, kind)
         if ids is not None:
-            where.append(sql.SQL("t.{} = ANY(%s)").format(sql.Identifier(col)))
+            # A NULL reference restricts nothing (a tariff assignment names one of three).
+            test = "(t.{0} IS NULL OR t.{0} = ANY(%s))" if col in nullable else "t.{0} = ANY(%s)"
+            where.append(sql.SQL(test).format(sql.Identifier(col)))
             params.append(sorted(ids))
     return where, params
 
@@ -648,3 +658,26 @@ def revoke_key(conn, key_id: int, actor: str) -> None:
             raise problem(404, "not-found", "Not found", f"no API key {key_id}")
         conn.execute("UPDATE config.api_key SET revoked_at = coalesce(revoked_at, now()) WHERE id = %s", (key_id,))
         audit.record(conn, actor, "revoke", "api_key", key_id, old, key_row(conn, key_id))
+
+
+# --------------------------------------------------------------------- tariffs
+def import_tariffs(conn, data, actor: str) -> list[dict]:
+    """Validate and store URDB tariffs (one, a list, or {"items": [...]}); all or nothing."""
+    from app.tariffs import TariffError, import_tariff
+
+    try:
+        with conn.transaction():
+            ids = import_tariff(conn, data)
+            ids = ids if isinstance(ids, list) else [ids]
+            rows = [_fetch(conn, BY_NAME["tariff"], (i,)) for i in ids]
+            for row in rows:
+                audit.record(conn, actor, "import", "tariff", row["id"], None,
+                             {k: row[k] for k in ("id", "label", "name", "version", "valid_from", "valid_to")})
+    except TariffError as exc:
+        text = str(exc)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        errors = [{"field": e.split(": ", 1)[0] if ": " in e else None, "message": e.split(": ", 1)[-1]}
+                  for e in lines[1:] or lines]
+        raise problem(422, "invalid-tariff", "Invalid tariff", text.splitlines()[0] if text else "invalid tariff",
+                      field=errors[0]["field"] if errors else None, errors=errors) from None
+    return rows
