@@ -8,7 +8,7 @@ RFC 9457 problem document. `create_app()` is the uvicorn factory
 
 from __future__ import annotations
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
@@ -33,8 +33,7 @@ MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
 # Push ingest: at most this many requests per client address (a burst of batches is fine).
-INGEST_RATE_LIMIT = RateLimitConfig(rate_limit=("minute", 600), exclude=[r"^(?!/api/v1/ingest)"],
-                                    store="rate_limit_ingest")
+INGEST_RATE_LIMIT = RateLimitConfig(rate_limit=("minute", 600), store="rate_limit_ingest")
 OPENAPI = OpenAPIConfig(
     title="Wattline API", version="1.0.0", path="/api/docs",
     description="Energy management: configuration, live data, reports. See docs/api.md.",
@@ -64,12 +63,13 @@ def create_app(database_url: str | None = None, *, max_body_bytes: int = MAX_BOD
     """The application; the database is the configured one unless `database_url` says."""
     database = Database(database_url)
     return Litestar(
-        route_handlers=[HealthController, IngestController,
+        route_handlers=[HealthController,
+                        Router("/", route_handlers=[IngestController], middleware=[INGEST_RATE_LIMIT.middleware]),
                         AuthController, LiveController, ReadinessController,
                         *CONFIG_CONTROLLERS],
         dependencies={"database": Provide(provide_database, sync_to_thread=False),
                       "principal": Provide(provide_principal, sync_to_thread=False)},
-        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/api/docs"]), INGEST_RATE_LIMIT.middleware],
+        middleware=[DefineMiddleware(AuthMiddleware, exclude=["^/api/docs"])],
         cors_config=_cors(),
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(
             enable_for_all_http_exceptions=True, exception_to_problem_detail_map=EXCEPTION_MAP,
