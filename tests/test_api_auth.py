@@ -152,3 +152,23 @@ def test_signing_key_comes_from_the_setting_or_a_private_file(tmp_path, monkeypa
     assert users.signing_key() == "from-the-environment"
     assert "from-the-environment" not in repr(get_settings())
     get_settings.cache_clear()
+
+
+def test_cli_bootstraps_the_first_admin(db_url, conn, client):
+    from typer.testing import CliRunner
+
+    from app.cli import app as cli
+
+    runner = CliRunner()
+    r = runner.invoke(cli, ["user", "create", "--role", "admin", "--username", "boss"])
+    assert r.exit_code == 0, r.output
+    generated = r.stdout.strip().splitlines()[-1]
+    assert login(client, "boss", generated)
+    r = runner.invoke(cli, ["user", "create", "--username", "eve", "--password-stdin"],
+                      input="a chosen password\n")
+    assert r.exit_code == 0 and "a chosen password" not in r.output
+    assert login(client, "eve", "a chosen password")
+    r = runner.invoke(cli, ["user", "create", "--username", "eve", "--password-stdin"], input="another one!!\n")
+    assert r.exit_code == 2 and "taken" in r.output
+    r = runner.invoke(cli, ["user", "create", "--username", "x", "--role", "root"])
+    assert r.exit_code == 2 and "role" in r.output
