@@ -279,3 +279,23 @@ def test_ingest_is_rate_limited(client, conn, monkeypatch):
     codes = {client.post("/api/v1/ingest", headers={"X-API-Key": key}, json=[]).status_code for _ in range(limit)}
     assert codes == {400}  # empty batches, each answered
     assert client.post("/api/v1/ingest", headers={"X-API-Key": key}, json=[]).status_code == 429
+
+
+def test_cors_follows_the_setting(db_url, monkeypatch):
+    from app.settings import get_settings
+
+    monkeypatch.setenv("WATTLINE_CORS_ORIGINS", "https://ems.example.org")
+    get_settings.cache_clear()
+    with TestClient(app=create_app(db_url)) as c:
+        r = c.options("/api/v1/meters", headers={"Origin": "https://ems.example.org",
+                                                 "Access-Control-Request-Method": "GET",
+                                                 "Access-Control-Request-Headers": "authorization"})
+        assert r.status_code in (200, 204)
+        assert r.headers["access-control-allow-origin"] == "https://ems.example.org"
+        r = c.get("/api/v1/health", headers={"Origin": "https://evil.example.com"})
+        assert "access-control-allow-origin" not in r.headers
+    monkeypatch.delenv("WATTLINE_CORS_ORIGINS")
+    get_settings.cache_clear()
+    with TestClient(app=create_app(db_url)) as c:
+        r = c.get("/api/v1/health", headers={"Origin": "https://ems.example.org"})
+        assert "access-control-allow-origin" not in r.headers
