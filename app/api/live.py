@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
-from litestar.params import JSONBody, Parameter
+from litestar.params import Parameter
 
 from app.api.database import Database
 from app.api.security import Principal, requires_scope
