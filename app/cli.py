@@ -224,12 +224,67 @@ def carbon_intensity_import(file: Path = typer.Argument(..., exists=True, dir_ok
 @app.command("run")
 def run(
     site_file: Path = typer.Option(PROJECT_ROOT / "examples" / "demo-site.yaml", "--site"),
+    history_days: float = typer.Option(90, "--history-days", min=0, help="Simulated history to backfill."),
+    api_port: int = typer.Option(8000, "--api-port"),
 ) -> None:
-    """Start Wattline on its embedded default: database, migrations, demo site."""
+    """Start Wattline on its embedded default: database, demo, history, then the running
+    stack (simulator, collectors, jobs, API) until Ctrl-C."""
     from app.runner import run_stack
 
-    run_stack(site_file, available={c.name or c.callback.__name__ for c in app.registered_commands}
-              | {g.name for g in app.registered_groups})
+    available = {c.name or c.callback.__name__ for c in app.registered_commands}
+    available |= {g.name for g in app.registered_groups}
+    run_stack(site_file, available=available, api_port=api_port, history_days=history_days)
+
+
+# ------------------------------------------------------------------------ tariffs
+tariff_app = typer.Typer(no_args_is_help=True, help="Tariffs (OpenEI URDB JSON plus Wattline extensions).")
+app.add_typer(tariff_app, name="tariff")
+
+
+def _tariff_file(file: Path):
+    import json
+
+    try:
+        return json.loads(file.read_text())
+    except json.JSONDecodeError as exc:
+        fail(f"{file}: not JSON: {exc}", code=2)
+
+
+@tariff_app.command("import")
+def tariff_import(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
+    """Validate and store a URDB tariff (one object or an API response {"items": [...]})."""
+    from app.db import connect
+    from app.tariffs import TariffError, import_tariff
+
+    try:
+        with connect() as conn:
+            ids = import_tariff(conn, _tariff_file(file))
+    except TariffError as exc:
+        fail(f"{file}: {exc}", code=2)
+    typer.echo(f"stored tariff id(s): {ids}")
+
+
+@tariff_app.command("validate")
+def tariff_validate(file: Path = typer.Argument(..., exists=True, dir_okay=False, readable=True)) -> None:
+    """Check a tariff file and list every problem; store nothing."""
+    from app.tariffs import TariffError, validate_all
+
+    try:
+        tariffs = validate_all(_tariff_file(file))
+    except TariffError as exc:
+        fail(f"{file}: {exc}", code=2)
+    typer.echo(f"{file}: {len(tariffs)} valid tariff(s): " + ", ".join(t.stored_label for t in tariffs))
+
+
+@tariff_app.command("list")
+def tariff_list() -> None:
+    """Stored tariffs: id, label, name, zone, currency, validity, version."""
+    from app.db import connect
+    from app.tariffs import list_tariffs
+
+    with connect() as conn:
+        for row in list_tariffs(conn):
+            typer.echo("\t".join(str(v) for v in row))
 
 
 # ----------------------------------------------------------------------- api keys

@@ -35,8 +35,8 @@ from jobs.base import StageModule
 
 log = logging.getLogger("wattline.jobs")
 
-# Stage order. Append new stages here (later: "billing", "carbon").
-PIPELINE: tuple[str, ...] = ("clean", "normalize", "offline", "virtual", "rollups")
+# Stage order: one list, appended to as the pipeline grows.
+PIPELINE: tuple[str, ...] = ("clean", "normalize", "offline", "virtual", "rollups", "billing", "carbon")
 
 # Advisory lock key space for stages: (class, hashtext(stage name)).
 _LOCK_CLASS = 0x5761_7474  # "Watt"
