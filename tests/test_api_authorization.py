@@ -158,3 +158,19 @@ def test_the_audit_log_records_who_what_before_and_after(client, conn, site):
     n = conn.execute("SELECT count(*) FROM ops.audit_log").fetchone()[0]
     client.post("/api/v1/spaces", headers=h, json={"name": "dup", "parent_id": 424242})
     assert conn.execute("SELECT count(*) FROM ops.audit_log").fetchone()[0] == n
+
+
+def test_admins_read_the_audit_log_and_the_last_admin_stays(client, conn, site):
+    root = make_user(conn, "root", "admin")
+    h = login(client, "root")
+    client.patch(f"/api/v1/meters/{site['a1']}", headers=h, json={"description": "feeds AHU-1"})
+    entries = client.get("/api/v1/audit-log", headers=h, params={"entity": "meter"}).json()
+    assert entries[0]["action"] == "update" and entries[0]["after"]["description"] == "feeds AHU-1"
+    make_user(conn, "v", "viewer")
+    assert client.get("/api/v1/audit-log", headers=login(client, "v")).status_code == 403
+    # the last enabled admin can be neither demoted, disabled nor deleted
+    assert client.patch(f"/api/v1/users/{root}", headers=h, json={"role": "viewer"}).status_code == 409
+    assert client.patch(f"/api/v1/users/{root}", headers=h, json={"enabled": False}).status_code == 409
+    assert client.delete(f"/api/v1/users/{root}", headers=h).status_code == 409
+    make_user(conn, "root2", "admin")
+    assert client.patch(f"/api/v1/users/{root}", headers=h, json={"role": "engineer"}).status_code == 200

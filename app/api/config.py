@@ -289,6 +289,33 @@ class ApiKeysController(Controller):
             service.revoke_key(conn, id, principal.actor)
 
 
+# ------------------------------------------------------------------- audit log
+class AuditEntry(BaseModel):
+    id: int
+    at: dt.datetime
+    actor: str
+    action: str
+    entity: str
+    entity_id: str | None = None
+    before: dict[str, Any] | None = None
+    after: dict[str, Any] | None = None
+
+
+class AuditController(Controller):
+    path = f"{PREFIX}/audit-log"
+    tags = ["administration"]
+    guards = [requires_role("admin"), requires_unrestricted]
+
+    @get(operation_id="listAuditLog", summary="Recent writes, newest first: who, when, what, before, after",
+         sync_to_thread=True)
+    def entries(self, database: NamedDependency[Database], entity: str | None = Parameter(default=None, max_length=100),
+                limit: int = Parameter(default=100, ge=1, le=1000)) -> list[AuditEntry]:
+        from app import audit
+
+        with database.connection() as conn:
+            return audit.entries(conn, entity=entity, limit=limit)
+
+
 # --------------------------------------------------------------------- tariffs
 class TariffImportController(Controller):
     path = f"{PREFIX}/tariffs/import"
@@ -368,4 +395,4 @@ def _import_site(database: NamedDependency[Database], body: bytes, dry_run: bool
 
 
 CONTROLLERS = [SpaceTreeController, TariffImportController, *(entity_controller(e) for e in ENTITIES), UsersController,
-               ApiKeysController, SiteController]
+               ApiKeysController, AuditController, SiteController]

@@ -511,6 +511,17 @@ def _set_grants(conn, prefix: str, owner_col: str, owner_id: int, space_ids, ten
     return restricted
 
 
+def _keep_an_admin(conn, user_id: int) -> None:
+    """Refuse to remove the last enabled, unrestricted admin (nobody could manage users)."""
+    others = conn.execute(
+        "SELECT count(*) FROM config.app_user WHERE role = 'admin' AND enabled AND NOT restricted AND id <> %s",
+        (user_id,),
+    ).fetchone()[0]
+    if others == 0:
+        raise problem(409, "conflict", "Conflict", "role: this is the last enabled admin; make another first",
+                      field="role")
+
+
 def user_row(conn, user_id: int) -> dict | None:
     row = conn.execute(f"SELECT {', '.join(_USER_READ)} FROM config.app_user WHERE id = %s", (user_id,)).fetchone()
     if row is None:
@@ -565,6 +576,9 @@ def update_user(conn, user_id: int, body: dict, actor: str) -> dict:
             old = user_row(conn, user_id)
             if old is None:
                 raise problem(404, "not-found", "Not found", f"no user {user_id}")
+            demoted = body.get("role") not in (None, "admin") or body.get("enabled") is False
+            if old["role"] == "admin" and old["enabled"] and demoted:
+                _keep_an_admin(conn, user_id)
             if "role" in body and body["role"] is not None:
                 conn.execute("UPDATE config.app_user SET role = %s WHERE id = %s", (body["role"], user_id))
             if "enabled" in body and body["enabled"] is not None:
@@ -595,6 +609,8 @@ def delete_user(conn, user_id: int, actor: str) -> None:
         old = user_row(conn, user_id)
         if old is None:
             raise problem(404, "not-found", "Not found", f"no user {user_id}")
+        if old["role"] == "admin" and old["enabled"]:
+            _keep_an_admin(conn, user_id)
         conn.execute("DELETE FROM config.app_user WHERE id = %s", (user_id,))
         audit.record(conn, actor, "delete", "user", user_id, old, None)
 
