@@ -220,6 +220,20 @@ def carbon_intensity_import(file: Path = typer.Argument(..., exists=True, dir_ok
         fail(str(exc), code=2)
 
 
+# ------------------------------------------------------------------------- demo
+demo_app = typer.Typer(no_args_is_help=True, help="The demo campus.")
+app.add_typer(demo_app, name="demo")
+
+
+@demo_app.command("load")
+def demo_load() -> None:
+    """Load the demo's tariffs, site and emission factors (idempotent)."""
+    from app.demo import load_demo
+
+    for line in load_demo():
+        typer.echo(line)
+
+
 # -------------------------------------------------------------------------- run
 @app.command("run")
 def run(
