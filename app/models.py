@@ -386,6 +386,47 @@ class EmissionFactor(Base):
     source: Mapped[str] = mapped_column(Text)
 
 
-# The tariff tables (sql/billing.sql) are mapped in app/tariffs.py; importing it here
-# registers them on Base with the rest of the config schema.
-from app import tariffs as _tariffs  # noqa: E402,F401
+# --------------------------------------------------------------- tariffs (sql/billing.sql)
+class TariffRow(Base):
+    """config.tariff (sql/billing.sql)."""
+
+    __tablename__ = "tariff"
+    __table_args__ = {"schema": "config"}
+    id: Mapped[int] = _pk()
+    label: Mapped[str] = mapped_column(Text, unique=True)
+    name: Mapped[str] = mapped_column(Text)
+    utility: Mapped[str | None] = mapped_column(Text)
+    timezone: Mapped[str] = mapped_column(Text)
+    currency: Mapped[str] = mapped_column(Text)
+    valid_from: Mapped[dt.datetime] = mapped_column(TZ, server_default="-infinity")
+    valid_to: Mapped[dt.datetime] = mapped_column(TZ, server_default="infinity")
+    definition: Mapped[dict] = mapped_column(JSONB)
+    source: Mapped[Any] = mapped_column(JSONB)
+    version: Mapped[int] = mapped_column(Integer, server_default="1")
+    updated_at: Mapped[dt.datetime] = mapped_column(TZ, server_default="now()")
+
+
+class TariffAssignment(Base):
+    """config.tariff_assignment: a tariff for a cost center or tenant (per category) or a meter."""
+
+    __tablename__ = "tariff_assignment"
+    __table_args__ = {"schema": "config"}
+    id: Mapped[int] = _pk()
+    tariff_id: Mapped[int] = _fk("config.tariff.id", "RESTRICT", nullable=False)
+    category_id: Mapped[int | None] = _fk("config.energy_category.id", "CASCADE")
+    cost_center_id: Mapped[int | None] = _fk("config.cost_center.id", "CASCADE")
+    tenant_id: Mapped[int | None] = _fk("config.tenant.id", "CASCADE")
+    meter_id: Mapped[int | None] = _fk("config.meter.id", "CASCADE")
+    valid_from: Mapped[dt.datetime] = mapped_column(TZ, server_default="-infinity")
+    valid_to: Mapped[dt.datetime] = mapped_column(TZ, server_default="infinity")
+
+
+class ReactiveMeter(Base):
+    """config.reactive_meter: which meter measures a meter's reactive energy (kvarh)."""
+
+    __tablename__ = "reactive_meter"
+    __table_args__ = {"schema": "config"}
+    meter_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("config.meter.id", ondelete="CASCADE"), primary_key=True
+    )
+    reactive_meter_id: Mapped[int] = _fk("config.meter.id", "CASCADE", nullable=False)

@@ -28,6 +28,8 @@ from sqlalchemy.orm import Session
 from app.db import INFINITY, NEG_INFINITY, get_engine
 from app.models import (
     CarbonRegion,
+    TariffAssignment,
+    TariffRow,
     CombinedEquipment,
     CombinedEquipmentMember,
     CostCenter,
@@ -45,7 +47,6 @@ from app.models import (
     Tenant,
 )
 from app.protocols import address_errors, connection_errors
-from app.tariffs import TariffAssignment, TariffRow
 
 PATH_SEP = "/"
 

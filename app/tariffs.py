@@ -16,11 +16,8 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from sqlalchemy import ForeignKey, Integer, Text
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.orm import Mapped, mapped_column
-
-from app.models import TZ, Base, _fk, _pk
+# The tariff tables are mapped with the rest of the configuration in app/models.py.
+from app.models import ReactiveMeter, TariffAssignment, TariffRow  # noqa: F401
 
 ENERGY_UNITS = ("kWh", "kWh daily", "kWh/kW", "kWh/kW daily")
 CHARGE_UNITS = ("$/month", "$/day")
@@ -333,51 +330,6 @@ def validate_all(data: Any) -> list[Tariff]:
 
 
 # -------------------------------------------------------------------------- storage
-class TariffRow(Base):
-    """config.tariff (sql/billing.sql)."""
-
-    __tablename__ = "tariff"
-    __table_args__ = {"schema": "config"}
-    id: Mapped[int] = _pk()
-    label: Mapped[str] = mapped_column(Text, unique=True)
-    name: Mapped[str] = mapped_column(Text)
-    utility: Mapped[str | None] = mapped_column(Text)
-    timezone: Mapped[str] = mapped_column(Text)
-    currency: Mapped[str] = mapped_column(Text)
-    valid_from: Mapped[dt.datetime] = mapped_column(TZ, server_default="-infinity")
-    valid_to: Mapped[dt.datetime] = mapped_column(TZ, server_default="infinity")
-    definition: Mapped[dict] = mapped_column(JSONB)
-    source: Mapped[Any] = mapped_column(JSONB)
-    version: Mapped[int] = mapped_column(Integer, server_default="1")
-    updated_at: Mapped[dt.datetime] = mapped_column(TZ, server_default="now()")
-
-
-class TariffAssignment(Base):
-    """config.tariff_assignment: a tariff for a cost center or tenant (per category) or a meter."""
-
-    __tablename__ = "tariff_assignment"
-    __table_args__ = {"schema": "config"}
-    id: Mapped[int] = _pk()
-    tariff_id: Mapped[int] = _fk("config.tariff.id", "RESTRICT", nullable=False)
-    category_id: Mapped[int | None] = _fk("config.energy_category.id", "CASCADE")
-    cost_center_id: Mapped[int | None] = _fk("config.cost_center.id", "CASCADE")
-    tenant_id: Mapped[int | None] = _fk("config.tenant.id", "CASCADE")
-    meter_id: Mapped[int | None] = _fk("config.meter.id", "CASCADE")
-    valid_from: Mapped[dt.datetime] = mapped_column(TZ, server_default="-infinity")
-    valid_to: Mapped[dt.datetime] = mapped_column(TZ, server_default="infinity")
-
-
-class ReactiveMeter(Base):
-    """config.reactive_meter: which meter measures a meter's reactive energy (kvarh)."""
-
-    __tablename__ = "reactive_meter"
-    __table_args__ = {"schema": "config"}
-    meter_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("config.meter.id", ondelete="CASCADE"), primary_key=True
-    )
-    reactive_meter_id: Mapped[int] = _fk("config.meter.id", "CASCADE", nullable=False)
-
-
 def _driver(conn_or_session: Any):
     """The psycopg connection behind a psycopg connection, SQLAlchemy Connection or Session
     (same transaction)."""
