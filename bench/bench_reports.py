@@ -23,6 +23,7 @@ import datetime as dt
 import json
 import os
 import random
+import shutil
 import socket
 import statistics
 import subprocess
@@ -189,6 +190,59 @@ async def _load(base: str, key: str, site: int, clients: int, seconds: float) ->
             "report_p99_ms": pct(stats["report"], 99) if stats["report"] else None, "samples": stats["samples"]}
 
 
+WRK_SCRIPT = """
+wrk.headers["X-API-Key"] = "%(key)s"
+local paths = {%(paths)s}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("GET", paths[(i %% #paths) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('WRK {"requests": %%d, "duration_us": %%d, "status_errors": %%d, "socket_errors": %%d, '
+    .. '"p50_us": %%d, "p99_us": %%d, "max_us": %%d}\\n', summary.requests, summary.duration, e.status,
+    e.connect + e.read + e.write + e.timeout, latency:percentile(50), latency:percentile(99), latency.max))
+end
+"""
+
+
+def mixed_paths(site: int) -> list[str]:
+    """Three reports (energy, energy, cost; the site's daily report for a month) to one live read."""
+    paths = []
+    for k, m in enumerate(range(1, 13)):
+        last = (dt.date(2025 + m // 12, m % 12 + 1, 1) - dt.timedelta(days=1)).isoformat()
+        for metric in ("energy", "cost", "energy"):
+            paths.append(f"/api/v1/reports/{metric}?entity=space&id={site}&granularity=day"
+                         f"&from=2025-{m:02d}-01&to={last}")
+        paths.append("/api/v1/live/data-sources")
+    return paths
+
+
+def wrk_load(base: str, key: str, site: int, clients: int, seconds: float) -> dict:
+    """The load run with wrk (a separate process, C, light on the shared CPU)."""
+    import tempfile
+
+    paths = mixed_paths(site)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
+        f.write(WRK_SCRIPT % {"key": key, "paths": ", ".join(json.dumps(x) for x in paths)})
+    try:
+        out = subprocess.run(["wrk", "-t2", f"-c{clients}", f"-d{int(seconds)}s", "--timeout", "10s", "-s", f.name,
+                              base], capture_output=True, text=True, timeout=seconds + 60)
+    finally:
+        os.unlink(f.name)
+    line = next((x for x in out.stdout.splitlines() if x.startswith("WRK ")), None)
+    if line is None:
+        raise RuntimeError(out.stdout[-2000:] + out.stderr[-2000:])
+    r = json.loads(line[4:])
+    secs = r["duration_us"] / 1e6
+    reports = r["requests"] * 3 // 4
+    return {"seconds": secs, "requests": r["requests"], "reports": reports, "live": r["requests"] - reports,
+            "errors": r["status_errors"] + r["socket_errors"], "rps": r["requests"] / secs,
+            "reports_per_s": reports / secs, "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
+            "report_p99_ms": float("nan"), "samples": [], "client": "wrk"}
+
+
 def load_client_main(argv: list[str]) -> None:
     """Entry point of the separate client process: prints one JSON line."""
     base, key, site, clients, seconds = argv[0], argv[1], int(argv[2]), int(argv[3]), float(argv[4])
@@ -201,7 +255,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def load(url: str, key: str, site: int, clients: int, seconds: float, workers: int) -> dict:
+def load(url: str, key: str, site: int, clients: int, seconds: float, workers: int, client: str) -> dict:
     port = free_port()
     env = {**os.environ, "WATTLINE_DATABASE_URL": url, "WATTLINE_REPORTING_TIMEZONE": ZONE,
            "WATTLINE_LOG_LEVEL": "WARNING"}
@@ -224,12 +278,14 @@ def load(url: str, key: str, site: int, clients: int, seconds: float, workers: i
                 raise RuntimeError("the API did not start: " + (server.stderr.read(4000).decode()
                                                                  if server.poll() is not None else "timeout"))
             time.sleep(0.5)
+        if client == "wrk":
+            return wrk_load(f"http://127.0.0.1:{port}", key, site, clients, seconds)
         out = subprocess.run([sys.executable, __file__, "--client", f"http://127.0.0.1:{port}", key, str(site),
                               str(clients), str(seconds)], cwd=ROOT, capture_output=True, text=True,
                              timeout=seconds + 120)
         if out.returncode != 0:
             raise RuntimeError(out.stderr[-2000:])
-        return json.loads(out.stdout.strip().splitlines()[-1])
+        return {**json.loads(out.stdout.strip().splitlines()[-1]), "client": "httpx"}
     finally:
         server.terminate()
         try:
@@ -252,6 +308,9 @@ def main() -> None:
     ap.add_argument("--database", help="reuse a bench database built earlier with --keep")
     ap.add_argument("--keep", action="store_true", help="keep the database (prints its name)")
     ap.add_argument("--no-load", action="store_true")
+    ap.add_argument("--no-latency", action="store_true")
+    ap.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx",
+                    help="load client: wrk (Debian package) or a Python asyncio/httpx process")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     os.environ["WATTLINE_REPORTING_TIMEZONE"] = ZONE
@@ -277,14 +336,15 @@ def main() -> None:
             with psycopg.connect(url, autocommit=True) as conn:
                 site = conn.execute("SELECT id FROM config.space WHERE parent_id IS NULL").fetchone()[0]
                 key = issue_key(conn, f"bench {uuid.uuid4().hex[:6]}", ["read"]).secret
-        print("latency (in process, engine.build, one connection):", flush=True)
-        latency(url, site, args.runs)
+        if not args.no_latency:
+            print("latency (in process, engine.build, one connection):", flush=True)
+            latency(url, site, args.runs)
         if not args.no_load:
-            r = load(url, key, site, args.clients, args.seconds, args.workers)
-            print(f"load: {args.clients} clients, {r['seconds']:.0f} s, `wattline api --workers {args.workers}`: "
-                  f"{r['requests']:,} requests ({r['rps']:.0f}/s), {r['reports']:,} reports "
+            r = load(url, key, site, args.clients, args.seconds, args.workers, args.client)
+            print(f"load ({r['client']}): {args.clients} clients, {r['seconds']:.0f} s, `wattline api --workers "
+                  f"{args.workers}`: {r['requests']:,} requests ({r['rps']:.0f}/s), {r['reports']:,} reports "
                   f"({r['reports_per_s']:.0f}/s), {r['live']:,} live reads; p50 {r['p50_ms']:.0f} ms, "
-                  f"p99 {r['p99_ms']:.0f} ms (reports p99 {r['report_p99_ms']:.0f} ms); errors {r['errors']}")
+                  f"p99 {r['p99_ms']:.0f} ms; errors {r['errors']}")
             for s in r["samples"]:
                 print("  error sample:", s)
     finally:

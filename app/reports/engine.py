@@ -33,7 +33,7 @@ import psycopg
 from app.reports import metrics as metric_defs
 from app.reports.params import AREA_KINDS, ParamError, ReportParams, comparison_period
 
-LOAD_BUDGET = 200_000                  # meter-buckets read for peak/base load
+LOAD_BUDGET = 50_000                  # meter-buckets read for peak/base load
 BASE_PERCENTILE = 0.05
 KW_FACTORS = {"Wh": Decimal("0.001"), "kWh": Decimal(1), "MWh": Decimal(1000)}
 RESOLUTION = {"15min": "15min", "hour": "hour", "day": "day", "week": "day", "month": "month", "year": "month"}
@@ -95,13 +95,6 @@ def entity_info(conn: psycopg.Connection, kind: str, entity_id: int) -> dict[str
     return {"kind": kind, "id": entity_id, "name": row[0], "area_m2": _num(row[1])}
 
 
-def rollup_setting(conn: psycopg.Connection) -> tuple[str, dt.datetime]:
-    row = conn.execute("SELECT reporting_timezone, hour_origin FROM energy.rollup_setting").fetchone()
-    if row is None:
-        raise Unavailable("the rollups are not built: run the migrations")
-    return row[0], row[1]
-
-
 def widen(conn: psycopg.Connection, granularity: str, start: dt.datetime, end: dt.datetime
           ) -> tuple[dt.datetime, dt.datetime, list[tuple[dt.datetime, int]]]:
     """[start, end) widened to whole buckets, and every bucket with its 15-minute intervals."""
@@ -116,6 +109,44 @@ def widen(conn: psycopg.Connection, granularity: str, start: dt.datetime, end: d
     if not rows:
         raise ParamError("to", "the period holds no bucket")
     return rows[0][0], rows[0][1], [(r[2], r[3]) for r in rows]
+
+
+_CONTEXT = """
+SELECT s.reporting_timezone, s.hour_origin, e.name, e.area, to_regclass(%(req)s) IS NOT NULL,
+       CASE WHEN %(cur)s THEN (SELECT coalesce(string_agg(DISTINCT currency, '/'), '') FROM config.tariff) END,
+       w.lo, w.hi, b.buckets, b.intervals, e.found
+FROM energy.rollup_setting s
+LEFT JOIN (SELECT name, {area} AS area, true AS found FROM {table} WHERE id = %(eid)s) e ON true
+CROSS JOIN LATERAL (SELECT energy.bucket_start(%(g)s, %(s)s, s.reporting_timezone, s.hour_origin) AS lo,
+                           energy.bucket_ceil(%(g)s, %(e)s, s.reporting_timezone, s.hour_origin) AS hi) w
+CROSS JOIN LATERAL (SELECT array_agg(x.bucket ORDER BY x.bucket) AS buckets,
+                           array_agg(x.intervals ORDER BY x.bucket) AS intervals
+                    FROM energy.bucket_series(%(g)s, w.lo, w.hi) x) b
+"""
+
+
+def context(conn: psycopg.Connection, p: ReportParams, metric: metric_defs.Metric) -> dict[str, Any]:
+    """In one query: the reporting zone and hour origin, the entity's name and area, whether
+    the metric's source exists, the currency, and the widened period with its buckets."""
+    area = "area_m2" if p.entity in AREA_KINDS else "NULL::numeric"
+    row = conn.execute(
+        _CONTEXT.format(area=area, table=ENTITY_TABLES[p.entity]),
+        {"req": metric.requires or "pg_catalog.pg_class", "cur": metric.unit == "currency", "eid": p.entity_id,
+         "g": p.granularity, "s": p.start, "e": p.end},
+    ).fetchone()
+    if row is None:
+        raise Unavailable("the rollups are not built: run the migrations")
+    zone, origin, name, area_m2, available, currency, lo, hi, buckets, intervals, found = row
+    if not found:
+        raise NotFound(f"no {p.entity} with id {p.entity_id}", "id")
+    if not available:
+        raise Unavailable(f"the {metric.name} metric has no data yet: its stage has not run "
+                          f"({metric.requires} is missing)")
+    if not buckets:
+        raise ParamError("to", "the period holds no bucket")
+    return {"zone": zone, "origin": origin, "currency": currency, "lo": lo, "hi": hi,
+            "buckets": list(zip(buckets, intervals)),
+            "entity": {"kind": p.entity, "id": p.entity_id, "name": name, "area_m2": _num(area_m2)}}
 
 
 _MEMBERS = """
@@ -175,6 +206,17 @@ def bucket_sql(granularity: str, resolution: str, col: str) -> str:
 
 
 # ----------------------------------------------------------------------------- engine
+def check(p: ReportParams, m: metric_defs.Metric) -> None:
+    """The metric applies to this entity kind, breakdown and unit."""
+    if p.entity not in m.kinds:
+        raise ParamError("entity", f"the {m.name} metric applies to {', '.join(m.kinds)}, not {p.entity}")
+    if p.by is not None and p.by not in m.breakdowns:
+        allowed = ", ".join(m.breakdowns) or "none"
+        raise ParamError("by", f"the {m.name} metric breaks down by {allowed}, not {p.by}")
+    if p.unit == "kgce" and m.unit != "category":
+        raise ParamError("unit", f"the {m.name} metric is in {m.unit}: unit=kgce applies to energy only")
+
+
 class _Plan:
     """What one report reads: the metric, its resolution and source, and the meters."""
 
@@ -182,29 +224,21 @@ class _Plan:
         self.p = p
         self.metric = metric_defs.METRICS[p.metric]
         m = self.metric
-        if p.entity not in m.kinds:
-            raise ParamError("entity", f"the {m.name} metric applies to {', '.join(m.kinds)}, not {p.entity}")
-        if p.by is not None and p.by not in m.breakdowns:
-            allowed = ", ".join(m.breakdowns) or "none"
-            raise ParamError("by", f"the {m.name} metric breaks down by {allowed}, not {p.by}")
-        if p.unit == "kgce" and m.unit != "category":
-            raise ParamError("unit", f"the {m.name} metric is in {m.unit}: unit=kgce applies to energy only")
-        if m.requires and conn.execute("SELECT to_regclass(%s)", (m.requires,)).fetchone()[0] is None:
-            raise Unavailable(f"the {m.name} metric has no data yet: its stage has not run ({m.requires} is missing)")
-        self.zone, self.origin = rollup_setting(conn)
+        check(p, m)
+        self.ctx = context(conn, p, m)
+        self.zone, self.origin = self.ctx["zone"], self.ctx["origin"]
         self.members = members(conn, p)
         self.resolution = "15min" if p.by == "tou_period" else RESOLUTION[p.granularity]
         self.entity_path = (p.entity != "meter" and p.by in (None, "category", "item")
                             and m.source(self.resolution, True) is not None)
         rel = self.members if m.ratio else [r for r in self.members if r[1] == "input"]
         self.counted = len(rel)
-        self.unit = self._unit(conn)
+        self.unit = self._unit()
 
-    def _unit(self, conn: psycopg.Connection) -> str:
+    def _unit(self) -> str:
         m, p = self.metric, self.p
         if m.unit == "currency":
-            return conn.execute("SELECT coalesce(string_agg(DISTINCT currency, '/'), '') FROM config.tariff"
-                                ).fetchone()[0]
+            return self.ctx["currency"]
         if m.unit != "category":
             return m.unit
         if p.unit == "kgce":
@@ -319,19 +353,30 @@ class _Plan:
             if len(mm) * quarters / per <= LOAD_BUDGET:
                 res = candidate
                 break
+        args = {"lo": lo, "hi": hi, "zone": self.zone, "n": len(mm), "pct": BASE_PERCENTILE}
+        if res == "day" and self.p.entity != "meter":
+            # Daily power of an entity: its daily rollup already sums the meters.
+            kw = {r[2]: KW_FACTORS[r[4]] for r in mm}
+            args.update(kind=self.p.entity, eid=self.p.entity_id, cats=list(kw), kw=list(kw.values()))
+            source = ("SELECT e.bucket, e.energy * k.kw AS v, e.valued FROM energy.entity_daily e "
+                      "JOIN unnest(%(cats)s::int[], %(kw)s::numeric[]) AS k(category_id, kw) USING (category_id) "
+                      "WHERE e.entity_kind = %(kind)s AND e.entity_id = %(eid)s AND e.direction = 'input' "
+                      "AND e.bucket >= %(lo)s AND e.bucket < %(hi)s")
+        else:
+            args.update(ids=[r[0] for r in mm], kw=[KW_FACTORS[r[4]] for r in mm])
+            source = ("SELECT f.bucket, f.v * m.kw AS v, f.valued "
+                      "FROM (" + metric_defs.METRICS["energy"].source(res, False) + ") f "
+                      "JOIN unnest(%(ids)s::int[], %(kw)s::numeric[]) AS m(meter_id, kw) USING (meter_id)")
         hours = {"15min": "0.25", "hour": "1"}.get(
             res, "extract(epoch FROM (((f.bucket AT TIME ZONE %(zone)s) + INTERVAL '1 day') "
                  "AT TIME ZONE %(zone)s) - f.bucket) / 3600")
-        source = metric_defs.METRICS["energy"].source(res, False)
         row = conn.execute(
-            "WITH m AS (SELECT * FROM unnest(%(ids)s::int[], %(kw)s::numeric[]) AS m(meter_id, kw)), "
-            "x AS (SELECT f.bucket, sum(f.v * m.kw) / max(" + hours + ") AS p, "
-            "             sum(f.valued) >= %(n)s * max(" + hours + ") * 4 AS complete "
-            f"      FROM ({source}) f JOIN m USING (meter_id) GROUP BY f.bucket HAVING count(f.v) > 0) "
+            "WITH x AS (SELECT f.bucket, sum(f.v) / max(" + hours + ") AS p, "
+            "                  sum(f.valued) >= %(n)s * max(" + hours + ") * 4 AS complete "
+            "           FROM (" + source + ") f GROUP BY f.bucket HAVING count(f.v) > 0) "
             "SELECT max(p), (array_agg(bucket ORDER BY p DESC))[1], "
             "       percentile_cont(%(pct)s) WITHIN GROUP (ORDER BY p) FILTER (WHERE complete) FROM x",
-            {"ids": [r[0] for r in mm], "kw": [KW_FACTORS[r[4]] for r in mm], "lo": lo, "hi": hi,
-             "zone": self.zone, "n": len(mm), "pct": BASE_PERCENTILE},
+            args,
         ).fetchone()
         return {"peak_kw": _num(row[0]), "peak_at": row[1], "base_kw": _num(row[2]), "resolution": res,
                 "meters": len(mm), "definition": LOAD_DEFINITION}
@@ -340,9 +385,8 @@ class _Plan:
 def build(conn: psycopg.Connection, p: ReportParams, scope: Any = None) -> dict[str, Any]:
     """The report as a plain dict (JSON-ready but for datetimes); see the module docs."""
     check_scope(conn, scope, p.entity, p.entity_id)
-    entity = entity_info(conn, p.entity, p.entity_id)
     plan = _Plan(conn, p)
-    lo, hi, buckets = widen(conn, p.granularity, p.start, p.end)
+    entity, lo, hi, buckets = plan.ctx["entity"], plan.ctx["lo"], plan.ctx["hi"], plan.ctx["buckets"]
     points, totals = plan.series(plan.aggregate(conn, lo, hi), buckets)
     groups_total = totals.pop("groups")
     breakdown = None

@@ -73,7 +73,6 @@ def write(report: dict[str, Any], path: str) -> None:
     for r in rows:
         ws.append(r)
     ws.append([])
-    line_anchor_row = len(rows) + 3
     if groups:
         ws.append([_bold(ws, report["breakdown"]["by"]), _bold(ws, unit), _bold(ws, "share")])
         first = len(rows) + 4
@@ -86,7 +85,6 @@ def write(report: dict[str, Any], path: str) -> None:
         pie.set_categories(Reference(ws, min_col=1, min_row=first, max_row=last))
         pie.dataLabels = DataLabelList()
         pie.dataLabels.showPercent = True
-        line_anchor_row = last + 2
     n = len(series)
     line = LineChart()
     line.title = f"{report['title']} per {report['granularity']}"
@@ -94,12 +92,11 @@ def write(report: dict[str, Any], path: str) -> None:
     line.x_axis.title = report["timezone"]
     line.height, line.width = 9, 24
     ncols = 2 if comparison else 1
-    line.add_data(Reference_detail(wb, 2, 1, n + 1, ncols), titles_from_data=True)
-    line.set_categories(Reference_detail(wb, 1, 2, n + 1, 1))
-    ws.add_chart(line, f"D{2}")
+    line.add_data(_detail_ref(wb, 2, 1, n + 1, ncols), titles_from_data=True)
+    line.set_categories(_detail_ref(wb, 1, 2, n + 1, 1))
+    ws.add_chart(line, "D2")
     if groups:
-        ws.add_chart(pie, f"D{22}")
-    del line_anchor_row
+        ws.add_chart(pie, "D22")
 
     # Detail --------------------------------------------------------------------------
     wd = wb.create_sheet("Detail")
@@ -152,7 +149,7 @@ def write(report: dict[str, Any], path: str) -> None:
     wb.save(path)
 
 
-def Reference_detail(wb: Workbook, min_col: int, min_row: int, max_row: int, ncols: int) -> Reference:  # noqa: N802
+def _detail_ref(wb: Workbook, min_col: int, min_row: int, max_row: int, ncols: int) -> Reference:
     """A reference into the Detail sheet, which write-only mode creates after the charts."""
     return Reference(range_string=f"'Detail'!${_col(min_col)}${min_row}:${_col(min_col + ncols - 1)}${max_row}")
 
