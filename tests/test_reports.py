@@ -268,6 +268,8 @@ def test_bad_parameters_are_problems_naming_the_field(client, site):
         assert r.headers["content-type"].startswith("application/problem+json")
         assert r.json()["field"] == field
     assert get(client, entity="space", id=99999).status_code == 404
+    unavailable = get(client, "cost", entity="space", id=site["Site"])    # billing has not run here
+    assert unavailable.status_code == 409 and "billing.cost_daily" in unavailable.json()["detail"]
     assert get(client, entity="space", id=site["Site"], granularity="fortnight").status_code == 400
     assert client.get("/api/v1/reports/energy", params={"entity": "space", "id": 1, "from": "2025-01-01",
                                                         "to": "2025-01-02"}, headers={"X-API-Key": "nope"}
@@ -286,3 +288,44 @@ def test_data_scope_limits_the_engine(conn, site):
     tenant_only = DataScope(None, frozenset({site["Tenant"]}))
     with pytest.raises(engine.Forbidden):
         engine.build(conn, inside, tenant_only)
+
+
+def test_a_key_scoped_to_a_building_cannot_read_the_site_directly_or_by_export(client, conn, site):
+    issued = issue_key(conn, "building only", ["read"])
+    conn.execute("UPDATE config.api_key SET restricted = true WHERE id = %s", (issued.key.id,))
+    conn.execute("INSERT INTO config.api_key_space (api_key_id, space_id) VALUES (%s, %s)",
+                 (issued.key.id, site["Building"]))
+    h = {"X-API-Key": issued.secret}
+    june = {"from": "2025-03-24", "to": "2025-03-30", "category": "electricity"}
+    for q in ({"entity": "space", "id": site["Site"]}, {"entity": "space", "id": site["Site"], "format": "xlsx"},
+              {"entity": "meter", "id": site["main"]}):
+        r = client.get("/api/v1/reports/energy", params={**june, **q}, headers=h)
+        assert r.status_code == 403, (q, r.text)
+        assert r.headers["content-type"].startswith("application/problem+json")
+    r = client.get("/api/v1/reports/sankey", params={"id": site["Site"], "from": "2025-03-24", "to": "2025-03-24"},
+                   headers=h)
+    assert r.status_code == 403
+    for q in ({"entity": "space", "id": site["Building"]}, {"entity": "space", "id": site["Floor"]},
+              {"entity": "meter", "id": site["f1"]}, {"entity": "tenant", "id": site["Tenant"]}):
+        assert client.get("/api/v1/reports/energy", params={**june, **q}, headers=h).status_code == 200, q
+
+
+def test_carbon_metrics_equal_the_interval_emissions(client, conn, site):
+    from jobs import carbon
+
+    for basis, k in (("location", 0.5), ("market", 0.25)):
+        conn.execute("INSERT INTO config.emission_factor (category_id, basis, scope, kgco2e_per_unit, source) "
+                     "VALUES (%s, %s, 2, %s, 'test')", (site["electricity"], basis, k))
+    with conn.transaction():
+        carbon.run(conn, DATA_FROM, END)
+    lo, hi = START, dt.datetime(2025, 3, 31, tzinfo=Z)
+    ids = meter_ids(conn, "b1", "f1", "chiller in")
+    loc, mkt = conn.execute(
+        "SELECT sum(kgco2e_location::numeric)::float8, sum(kgco2e_market::numeric)::float8 "
+        "FROM carbon.meter_emission WHERE meter_id = ANY (%s) AND ts >= %s AND ts < %s", (ids, lo, hi)).fetchone()
+    q = {"entity": "space", "id": site["Building"], "from": "2025-03-24", "to": "2025-03-30"}
+    r = client.get("/api/v1/reports/carbon", params=q).json()
+    assert r["unit"] == "kgCO2e" and r["source"] == "carbon.meter_daily"
+    assert r["totals"]["value"] == pytest.approx(loc)
+    assert client.get("/api/v1/reports/carbon-market", params=q).json()["totals"]["value"] == pytest.approx(mkt)
+    assert mkt == pytest.approx(loc / 2)
