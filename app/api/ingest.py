@@ -7,7 +7,7 @@ from litestar import Controller, Request, post
 from litestar.di import NamedDependency
 
 from app.api.database import Database
-from app.api.keys import requires_scope
+from app.api.security import requires_scope
 from app.api.services import ingest as service
 from app.api.services.ingest import IngestResult
 
