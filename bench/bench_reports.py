@@ -8,11 +8,15 @@ generate_series, then the rollups (per meter and per entity) and the billing sta
 1. Latency (in process, one connection, engine.build): the whole site's daily report for
    one month — energy; energy with the previous-month comparison; cost (daily); cost by
    TOU period; a year by month. p50 / p99 over repeated runs. Target p50 < 50 ms.
-2. Load (a separate client process on loopback against `wattline api --workers 2`): 200
-   concurrent clients for 60 s, three report requests to one live read; throughput,
-   reports/s, p50/p99 and errors. Targets: ≥ 300 reports/s, p99 < 1 s, no errors.
+2. Load (a separate client process on loopback against `wattline api --workers 2`: wrk
+   when installed, else a Python asyncio/httpx process): 200 concurrent clients for 60 s,
+   three report requests to one live read; throughput, reports/s, p50/p99 and errors.
+   Targets: ≥ 300 reports/s, p99 < 1 s, no errors.
 
     .venv/bin/python bench/bench_reports.py [--meters 500] [--days 365] [--clients 200] [--seconds 60]
+        [--keep | --database NAME] [--no-latency] [--no-load] [--mix cost|energy] [--client wrk|httpx]
+
+Figures: docs/bench-reports.md.
 """
 
 from __future__ import annotations
@@ -207,23 +211,24 @@ end
 """
 
 
-def mixed_paths(site: int) -> list[str]:
-    """Three reports (energy, energy, cost; the site's daily report for a month) to one live read."""
+def mixed_paths(site: int, mix: str = "cost") -> list[str]:
+    """Three reports (the site's daily report for a month: energy, cost, energy — or energy
+    only with mix='energy') to one live read."""
     paths = []
     for k, m in enumerate(range(1, 13)):
         last = (dt.date(2025 + m // 12, m % 12 + 1, 1) - dt.timedelta(days=1)).isoformat()
-        for metric in ("energy", "cost", "energy"):
+        for metric in ("energy", "cost" if mix == "cost" else "energy", "energy"):
             paths.append(f"/api/v1/reports/{metric}?entity=space&id={site}&granularity=day"
                          f"&from=2025-{m:02d}-01&to={last}")
         paths.append("/api/v1/live/data-sources")
     return paths
 
 
-def wrk_load(base: str, key: str, site: int, clients: int, seconds: float) -> dict:
+def wrk_load(base: str, key: str, site: int, clients: int, seconds: float, mix: str = "cost") -> dict:
     """The load run with wrk (a separate process, C, light on the shared CPU)."""
     import tempfile
 
-    paths = mixed_paths(site)
+    paths = mixed_paths(site, mix)
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT % {"key": key, "paths": ", ".join(json.dumps(x) for x in paths)})
     try:
@@ -255,7 +260,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def load(url: str, key: str, site: int, clients: int, seconds: float, workers: int, client: str) -> dict:
+def load(url: str, key: str, site: int, clients: int, seconds: float, workers: int, client: str,
+         mix: str = "cost") -> dict:
     port = free_port()
     env = {**os.environ, "WATTLINE_DATABASE_URL": url, "WATTLINE_REPORTING_TIMEZONE": ZONE,
            "WATTLINE_LOG_LEVEL": "WARNING"}
@@ -279,7 +285,7 @@ def load(url: str, key: str, site: int, clients: int, seconds: float, workers: i
                                                                  if server.poll() is not None else "timeout"))
             time.sleep(0.5)
         if client == "wrk":
-            return wrk_load(f"http://127.0.0.1:{port}", key, site, clients, seconds)
+            return wrk_load(f"http://127.0.0.1:{port}", key, site, clients, seconds, mix)
         out = subprocess.run([sys.executable, __file__, "--client", f"http://127.0.0.1:{port}", key, str(site),
                               str(clients), str(seconds)], cwd=ROOT, capture_output=True, text=True,
                              timeout=seconds + 120)
@@ -311,6 +317,8 @@ def main() -> None:
     ap.add_argument("--no-latency", action="store_true")
     ap.add_argument("--client", choices=("wrk", "httpx"), default="wrk" if shutil.which("wrk") else "httpx",
                     help="load client: wrk (Debian package) or a Python asyncio/httpx process")
+    ap.add_argument("--mix", choices=("cost", "energy"), default="cost",
+                    help="reports in the load run: energy+cost (default) or energy only (wrk client)")
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     os.environ["WATTLINE_REPORTING_TIMEZONE"] = ZONE
@@ -340,8 +348,8 @@ def main() -> None:
             print("latency (in process, engine.build, one connection):", flush=True)
             latency(url, site, args.runs)
         if not args.no_load:
-            r = load(url, key, site, args.clients, args.seconds, args.workers, args.client)
-            print(f"load ({r['client']}): {args.clients} clients, {r['seconds']:.0f} s, `wattline api --workers "
+            r = load(url, key, site, args.clients, args.seconds, args.workers, args.client, args.mix)
+            print(f"load ({r['client']}, mix {args.mix}): {args.clients} clients, {r['seconds']:.0f} s, `wattline api --workers "
                   f"{args.workers}`: {r['requests']:,} requests ({r['rps']:.0f}/s), {r['reports']:,} reports "
                   f"({r['reports_per_s']:.0f}/s), {r['live']:,} live reads; p50 {r['p50_ms']:.0f} ms, "
                   f"p99 {r['p99_ms']:.0f} ms; errors {r['errors']}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import html as htmllib
 import threading
+import warnings
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -102,7 +103,9 @@ def _image(fig: go.Figure, fmt: str, width: int, height: int) -> bytes:
             except Exception:  # older kaleido or already running: per-call browser
                 pass
             _server_started = True
-        return fig.to_image(format=fmt, width=width, height=height)
+        with warnings.catch_warnings():  # "kopts ignored when using a server": expected here
+            warnings.simplefilter("ignore", UserWarning)
+            return fig.to_image(format=fmt, width=width, height=height)
 
 
 def png(report: dict[str, Any], width: int = 1200, height: int = 500) -> bytes:
