@@ -27,6 +27,7 @@ from app.api.config import CONTROLLERS as CONFIG_CONTROLLERS
 from app.api.live import LiveController, ReadinessController
 from app.api.security import AuthMiddleware, provide_principal
 from app.api.problems import EXCEPTION_MAP
+from app.api.reports import ReportController
 
 API_PREFIX = "/api/v1"
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -65,7 +66,7 @@ def create_app(database_url: str | None = None, *, max_body_bytes: int = MAX_BOD
     return Litestar(
         route_handlers=[HealthController,
                         Router("/", route_handlers=[IngestController], middleware=[INGEST_RATE_LIMIT.middleware]),
-                        AuthController, LiveController, ReadinessController,
+                        AuthController, LiveController, ReadinessController, ReportController,
                         *CONFIG_CONTROLLERS],
         dependencies={"database": Provide(provide_database, sync_to_thread=False),
                       "principal": Provide(provide_principal, sync_to_thread=False)},

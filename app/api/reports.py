@@ -6,21 +6,21 @@ GET /api/v1/reports/sankey       energy flow of a space (JSON, html, png)
 GET /api/v1/tenants/{id}/bill    a tenant's bill for a month (JSON, xlsx, pdf)
 
 Each handler validates through app.reports.params, borrows a pooled connection for the
-engine's few queries, releases it, then renders. The caller's data scope (the principal's
-`.scope`, unrestricted for plain API keys) reaches the engine, which answers 403 outside it.
+engine's few queries, releases it, then renders. The caller's data scope (the `principal`
+dependency's `.scope`, app.scopes.DataScope) reaches the engine, which answers 403 outside it.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from litestar import Controller, Request, Response, get
+from litestar import Controller, Response, get
 from litestar.di import NamedDependency
 from litestar.params import Parameter
 from litestar.response import Stream
 
 from app.api.database import Database
-from app.api.security import requires_scope  # before users/JWT: from app.api.keys import requires_scope
+from app.api.security import Principal, requires_scope
 from app.api.problems import problem
 from app.reports import engine, params as report_params, sankey, tenant_bill
 from app.reports.metrics import METRICS
@@ -39,15 +39,6 @@ FROM_DOC = ("Start, in the reporting time zone: a date (2025-03-01) or date-time
             "inclusive. The period is widened outward to whole buckets.")
 TO_DOC = ("End, in the reporting time zone: a date means through the end of that day; a date-time is "
           "exclusive.")
-
-
-def data_scope(request: Request) -> Any:
-    """The caller's data scope: the principal's (users, scoped keys) or None (unrestricted)."""
-    for holder in (request.scope.get("user"), request.scope.get("auth")):
-        scope = getattr(holder, "scope", None)
-        if scope is not None:
-            return scope
-    return None
 
 
 def _problem(exc: Exception):
@@ -89,7 +80,7 @@ class ReportController(Controller):
          description="Meters linked to the space and its sub-spaces; what a master meter measured beyond "
                      "its sub-meters shows as a losses / unmetered node. format=json|html|png.")
     def sankey(
-        self, database: NamedDependency[Database], request: Request,
+        self, database: NamedDependency[Database], principal: NamedDependency[Principal],
         space_id: Annotated[int, Parameter(query="id", ge=1, description="The space's id")],
         from_: Annotated[str, Parameter(query="from", description=FROM_DOC)],
         to: Annotated[str, Parameter(description=TO_DOC)],
@@ -104,7 +95,7 @@ class ReportController(Controller):
             if start >= end:
                 raise report_params.ParamError("to", "must be after from")
             with database.connection() as conn:
-                flow = sankey.build(conn, space_id, start, end, data_scope(request))
+                flow = sankey.build(conn, space_id, start, end, principal.scope)
         except (report_params.ParamError, engine.ReportError) as exc:
             raise _problem(exc) from None
         if format == "html":
@@ -120,7 +111,7 @@ class ReportController(Controller):
                      "completeness. Reads the coarsest rollup that fits. format=xlsx|html|png|pdf "
                      "exports the same report. See docs/reports.md.")
     def report(
-        self, database: NamedDependency[Database], request: Request,
+        self, database: NamedDependency[Database], principal: NamedDependency[Principal],
         metric: Annotated[MetricName, Parameter(description="energy, cost, carbon (location-based), "
                                                             "carbon-market, efficiency")],
         entity: Annotated[EntityKind, Parameter(description="Entity kind")],
@@ -141,7 +132,7 @@ class ReportController(Controller):
                 end=to, zone=get_settings().reporting_timezone, by=by, compare=compare, unit=unit,
                 category=category, format=format, known_metrics=tuple(METRICS))
             with database.connection() as conn:
-                report = engine.build(conn, p, data_scope(request))
+                report = engine.build(conn, p, principal.scope)
         except (report_params.ParamError, engine.ReportError) as exc:
             raise _problem(exc) from None
         name = f"{p.metric}-{p.entity}-{p.entity_id}-{p.start:%Y%m%d}"
@@ -152,14 +143,14 @@ class ReportController(Controller):
          description="The tenant's current bills whose billing period falls mostly in the month of the "
                      "reporting time zone, one per energy category, with every line.")
     def tenant_bill(
-        self, database: NamedDependency[Database], request: Request,
+        self, database: NamedDependency[Database], principal: NamedDependency[Principal],
         tenant_id: Annotated[int, Parameter(ge=1, description="The tenant's id")],
         month: Annotated[str, Parameter(description="YYYY-MM", pattern=r"^\d{4}-\d{2}$")],
         format: Annotated[Literal["json", "xlsx", "pdf"], Parameter(description="Output format")] = "json",
     ) -> Response:
         try:
             with database.connection() as conn:
-                bill = tenant_bill.build(conn, tenant_id, month, data_scope(request))
+                bill = tenant_bill.build(conn, tenant_id, month, principal.scope)
         except (report_params.ParamError, engine.ReportError) as exc:
             raise _problem(exc) from None
         name = f"bill-tenant-{tenant_id}-{month}"
