@@ -13,6 +13,10 @@ RETURNS TABLE (meter_id integer, bucket timestamptz, energy_charge numeric, allo
                total numeric, intervals bigint)
 LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
 BEGIN
+    -- The rollups appear when the billing stage first builds them.
+    IF to_regclass(format('billing.%I', billing.cost_rollup_object(granularity))) IS NULL THEN
+        RETURN;
+    END IF;
     RETURN QUERY EXECUTE format(
         'SELECT meter_id, bucket, energy_charge::numeric, allocated_charge::numeric, total::numeric, '
         'intervals::bigint FROM billing.%I', billing.cost_rollup_object(granularity));
@@ -20,7 +24,7 @@ END $$;
 
 CREATE FUNCTION billing.api_zone() RETURNS text
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
-    SELECT reporting_timezone FROM billing.cost_rollup_setting
+    SELECT coalesce((SELECT reporting_timezone FROM billing.cost_rollup_setting), energy.reporting_zone())
 $$;
 
 CREATE VIEW api.cost_daily AS
