@@ -16,7 +16,7 @@ generate_series, then the rollups (per meter and per entity) and the billing sta
     .venv/bin/python bench/bench_reports.py [--meters 500] [--days 365] [--clients 200] [--seconds 60]
         [--keep | --database NAME] [--no-latency] [--no-load] [--mix cost|energy] [--client wrk|httpx]
 
-Figures: docs/bench-reports.md.
+Figures: docs/benchmarks.md.
 """
 
 from __future__ import annotations
