@@ -175,8 +175,6 @@ def conn(db_url: str):
 
 @pytest.fixture
 def fixtures_dir() -> Path:
-    """MyEMS reference files shipped beside the project (../shared/fixtures)."""
-    for candidate in (PROJECT_ROOT.parent / "shared" / "fixtures", PROJECT_ROOT / "tests" / "fixtures"):
-        if candidate.is_dir():
-            return candidate
-    pytest.fail("reference fixtures not found in ../shared/fixtures")
+    """Reference files: MyEMS's own import templates (copied from the shared reference
+    folder into tests/fixtures/myems) and the URDB tariff fixture."""
+    return PROJECT_ROOT / "tests" / "fixtures"
