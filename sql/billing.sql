@@ -253,17 +253,9 @@ CREATE FUNCTION billing.drop_cost_rollups() RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
     g text;
-    k "char";
 BEGIN
     FOREACH g IN ARRAY ARRAY['month', 'day', 'hour'] LOOP
-        k := NULL;
-        SELECT c.relkind INTO k FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-        WHERE n.nspname = 'billing' AND c.relname = billing.cost_rollup_object(g);
-        IF k = 'r' THEN
-            EXECUTE format('DROP TABLE billing.%I CASCADE', billing.cost_rollup_object(g));
-        ELSIF k IN ('v', 'm') THEN
-            EXECUTE format('DROP MATERIALIZED VIEW billing.%I CASCADE', billing.cost_rollup_object(g));
-        END IF;
+        PERFORM energy.drop_rollup_object('billing', billing.cost_rollup_object(g));
     END LOOP;
 END $$;
 
@@ -272,7 +264,7 @@ CREATE FUNCTION billing.build_cost_rollups(zone text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     origin timestamptz;
-    kind   text := CASE WHEN ops.timescale_edition() = 'timescale' THEN 'cagg' ELSE 'table' END;
+    kind   text := energy.rollup_materialisation();
     g      text;
 BEGIN
     IF zone IS NULL OR NOT config.valid_timezone(zone) THEN
@@ -287,17 +279,9 @@ BEGIN
         SET reporting_timezone = EXCLUDED.reporting_timezone, hour_origin = EXCLUDED.hour_origin,
             materialisation = EXCLUDED.materialisation, built_at = EXCLUDED.built_at;
     FOREACH g IN ARRAY ARRAY['hour', 'day', 'month'] LOOP
-        IF kind = 'cagg' THEN
-            EXECUTE format(
-                'CREATE MATERIALIZED VIEW billing.%I WITH (timescaledb.continuous, '
-                'timescaledb.materialized_only = true) AS %s WITH NO DATA',
-                billing.cost_rollup_object(g), billing.cost_rollup_definition(g, zone, origin));
-        ELSE
-            EXECUTE format('CREATE TABLE billing.%I AS %s WITH NO DATA',
-                           billing.cost_rollup_object(g), billing.cost_rollup_definition(g, zone, origin));
-            EXECUTE format('ALTER TABLE billing.%I ADD PRIMARY KEY (meter_id, bucket)',
-                           billing.cost_rollup_object(g));
-        END IF;
+        PERFORM energy.create_rollup_object('billing', billing.cost_rollup_object(g),
+                                            billing.cost_rollup_definition(g, zone, origin), kind,
+                                            'meter_id, bucket');
     END LOOP;
     RETURN kind;
 END $$;
@@ -308,47 +292,24 @@ CREATE FUNCTION billing.refresh_cost_rollup(granularity text, p_start timestampt
                                             p_meter_ids integer[] DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
-    s   billing.cost_rollup_setting;
-    z   text;
-    lo  timestamptz;
-    hi  timestamptz;
-    col text := CASE WHEN granularity = 'month' THEN 'bucket' ELSE 'ts' END;
-    n   bigint;
+    s billing.cost_rollup_setting;
 BEGIN
     SELECT * INTO s FROM billing.cost_rollup_setting;
     IF s.materialisation IS DISTINCT FROM 'table' THEN
         RAISE EXCEPTION 'billing cost rollups are not tables here (%): build them first, or '
             'refresh the continuous aggregates outside a transaction', s.materialisation;
     END IF;
-    z := s.reporting_timezone;
-    IF granularity = 'hour' THEN
-        lo := time_bucket(INTERVAL '1 hour', p_start, origin => s.hour_origin);
-        IF lo < p_start THEN lo := lo + INTERVAL '1 hour'; END IF;
-        hi := time_bucket(INTERVAL '1 hour', p_end, origin => s.hour_origin);
-    ELSIF granularity IN ('day', 'month') THEN
-        lo := time_bucket(('1 ' || granularity)::interval, p_start, z);
-        IF lo < p_start THEN
-            lo := ((lo AT TIME ZONE z) + ('1 ' || granularity)::interval) AT TIME ZONE z;
-        END IF;
-        hi := time_bucket(('1 ' || granularity)::interval, p_end, z);
-    ELSE
+    IF granularity NOT IN ('hour', 'day', 'month') THEN
         RAISE EXCEPTION 'unknown rollup granularity %: use hour, day or month', granularity;
     END IF;
-    IF lo >= hi THEN
-        RETURN 0;
-    END IF;
-    EXECUTE format('DELETE FROM billing.%I WHERE bucket >= $1 AND bucket < $2 '
-                   'AND ($3::integer[] IS NULL OR meter_id = ANY ($3))', billing.cost_rollup_object(granularity))
-        USING lo, hi, p_meter_ids;
-    -- In primary-key order: the index is then filled page by page (a third faster than
-    -- the hash aggregate's order on a month of 1,000 meters).
-    EXECUTE format('INSERT INTO billing.%I %s ORDER BY meter_id, bucket', billing.cost_rollup_object(granularity),
-                   billing.cost_rollup_definition(granularity, z, s.hour_origin,
-                       format('WHERE %I >= $1 AND %I < $2 AND ($3::integer[] IS NULL OR meter_id = ANY ($3))',
-                              col, col)))
-        USING lo, hi, p_meter_ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
+    RETURN energy.refill_rollup_table(
+        'billing', billing.cost_rollup_object(granularity),
+        billing.cost_rollup_definition(granularity, s.reporting_timezone, s.hour_origin,
+                                       energy.rollup_refresh_filter(granularity)),
+        'meter_id, bucket',
+        energy.bucket_ceil(granularity, p_start, s.reporting_timezone, s.hour_origin),
+        energy.bucket_start(granularity, p_end, s.reporting_timezone, s.hour_origin),
+        p_meter_ids);
 END $$;
 
 -- migrate:down
