@@ -150,9 +150,7 @@ def rebuild(conn: psycopg.Connection, zone: str | None = None) -> dict[str, int 
     connection must be in autocommit mode (the refresh cannot run in a transaction).
     """
     zone = zone or get_settings().reporting_timezone
-    kind_now = conn.execute(
-        "SELECT CASE WHEN ops.timescale_edition() = 'timescale' THEN 'cagg' ELSE 'table' END"
-    ).fetchone()[0]
+    kind_now = conn.execute("SELECT energy.rollup_materialisation()").fetchone()[0]
     if kind_now == "cagg" and not conn.autocommit:
         raise RollupZoneError("rebuilding continuous aggregates needs an autocommit connection")
     with conn.transaction():
