@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 from contextlib import contextmanager
 from functools import lru_cache
-from pathlib import Path
 from typing import Iterator
 
 import datetime as dt
@@ -98,10 +97,6 @@ def timescale_info(conn: psycopg.Connection) -> dict[str, str]:
     return {"postgresql": row[0], "timescaledb": row[1] or "not installed", "edition": row[2] or "unknown"}
 
 
-def has_continuous_aggregates(conn: psycopg.Connection) -> bool:
-    return timescale_info(conn)["edition"] == "timescale"
-
-
 _DOWN_MARKER = re.compile(r"^--\s*migrate:down\s*$", re.MULTILINE)
 
 
@@ -110,7 +105,3 @@ def sql_file_parts(name: str) -> tuple[str, str]:
     text = (SQL_DIR / name).read_text()
     parts = _DOWN_MARKER.split(text, maxsplit=1)
     return parts[0], (parts[1] if len(parts) > 1 else "")
-
-
-def sql_path(name: str) -> Path:
-    return SQL_DIR / name

@@ -12,7 +12,6 @@ import hashlib
 import os
 import pwd
 import secrets
-import shutil
 import socket
 import subprocess
 import tempfile
@@ -315,14 +314,3 @@ def _total_memory_gib() -> float:
 
 def get_cluster(settings: Settings | None = None) -> Cluster:
     return Cluster(settings or get_settings())
-
-
-def pg_tool(name: str) -> str:
-    """Path of a PostgreSQL client tool matching the server (pg_dump, psql)."""
-    try:
-        return str(find_pg_bindir() / name)
-    except EmbeddedError:
-        found = shutil.which(name)
-        if not found:
-            raise
-        return found

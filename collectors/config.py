@@ -8,7 +8,6 @@ collector service notices configuration edits without a restart.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +83,3 @@ def fingerprint(conn: psycopg.Connection) -> str:
              FROM config.data_source ds) t"""
     ).fetchone()
     return hashlib.sha256((rows[0] or "").encode()).hexdigest()
-
-
-def dump(source: SourceConfig) -> str:
-    return json.dumps({"id": source.id, "name": source.name, "protocol": source.protocol})
