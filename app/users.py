@@ -6,8 +6,10 @@
   lock ends by itself. A failure against an unknown user costs the same hash time, so
   answers do not reveal which usernames exist.
 - An access token is a JWT (HS256) valid ACCESS_MINUTES, naming the user (`sub`); the
-  user's role, state and data scope are read from the database on every request, so
-  disabling or re-scoping a user takes effect at once.
+  user's role, state and data scope are read from the database, not the token: the API
+  keeps what it read for at most a few seconds per process (app.api.security.AuthCache),
+  so disabling or re-scoping a user through the API takes effect at once, and done
+  elsewhere (the CLI, SQL, another API process) within that bound.
 - A refresh token is 256 random bits, stored as SHA-256, valid REFRESH_DAYS, used once:
   each refresh revokes it and issues the next of its family. Presenting a used token
   again revokes the whole family (somebody holds a copy).
@@ -128,8 +130,23 @@ def create_user(conn: psycopg.Connection, username: str, role: str = "viewer",
 
 
 def get_user(conn: psycopg.Connection, user_id: int) -> User | None:
-    row = conn.execute(f"SELECT {_USER_COLS} FROM config.app_user WHERE id = %s", (user_id,)).fetchone()
-    return _user(conn, row) if row else None
+    """The user with their data scope, in one round trip (every authenticated request
+    that misses the API's credential cache reads it)."""
+    row = conn.execute(
+        """
+        SELECT u.id, u.username, u.role, u.enabled, u.restricted,
+               CASE WHEN u.restricted THEN ARRAY(SELECT space_id FROM config.user_space
+                                                WHERE user_id = u.id) END,
+               CASE WHEN u.restricted THEN ARRAY(SELECT tenant_id FROM config.user_tenant
+                                                WHERE user_id = u.id) END
+        FROM config.app_user u WHERE u.id = %s
+        """,
+        (user_id,),
+    ).fetchone()
+    if row is None:
+        return None
+    scope = DataScope(frozenset(row[5]), frozenset(row[6])) if row[4] else DataScope()
+    return User(row[0], row[1], row[2], row[3], scope)
 
 
 def set_password(conn: psycopg.Connection, user_id: int, password: str) -> None:
@@ -234,6 +251,12 @@ def access_token(user: User, *, minutes: float = ACCESS_MINUTES, key: str | None
 
 def decode_access_token(token: str, key: str | None = None) -> int:
     """The user id an access token names, or LoginRejected (expired, forged, wrong kind)."""
+    return access_token_claims(token, key)[0]
+
+
+def access_token_claims(token: str, key: str | None = None) -> tuple[int, float]:
+    """The user id an access token names and when it expires (POSIX seconds), or
+    LoginRejected (expired, forged, wrong kind)."""
     try:
         claims = jwt.decode(token, key or signing_key(), algorithms=[ALGORITHM], issuer=ISSUER,
                             options={"require": ["exp", "sub", "iat"]})
@@ -244,7 +267,7 @@ def decode_access_token(token: str, key: str | None = None) -> int:
     if claims.get("typ") != "access":
         raise LoginRejected("invalid access token")
     try:
-        return int(claims["sub"])
+        return int(claims["sub"]), float(claims["exp"])
     except (TypeError, ValueError):
         raise LoginRejected("invalid access token") from None
 

@@ -25,7 +25,7 @@ from app.api.ingest import IngestController
 from app.api.auth import AuthController
 from app.api.config import CONTROLLERS as CONFIG_CONTROLLERS
 from app.api.live import LiveController, ReadinessController
-from app.api.security import AuthMiddleware, provide_principal
+from app.api.security import AuthCache, AuthMiddleware, provide_principal
 from app.api.problems import EXCEPTION_MAP
 from app.api.reports import ReportController
 
@@ -77,7 +77,7 @@ def create_app(database_url: str | None = None, *, max_body_bytes: int = MAX_BOD
         ))],
         on_startup=[database.open],
         on_shutdown=[database.close],
-        state=State({"database": database}),
+        state=State({"database": database, "auth_cache": AuthCache()}),
         request_max_body_size=max_body_bytes,
         openapi_config=OPENAPI,
     )

@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.database import Database
 from app.api.problems import problem
-from app.api.security import Principal, requires_role, requires_scope, requires_unrestricted
+from app.api.security import (Principal, forget_credentials, requires_role, requires_scope,
+                              requires_unrestricted)
 from app.api.services import config as service
 from app.api.services.config import ENTITIES, Entity, Query
 
@@ -213,14 +214,22 @@ class UsersController(Controller):
 
     @patch("/{id:int}", operation_id="updateUser", summary="Change a user's role, password, state or scope",
            sync_to_thread=True)
-    def update_user(self, id: FromPath[int], data: JSONBody[UserUpdate], database: NamedDependency[Database], principal: NamedDependency[Principal]) -> UserOut:
-        with database.connection() as conn:
-            return service.update_user(conn, id, data.model_dump(exclude_unset=True), principal.actor)
+    def update_user(self, request: Request, id: FromPath[int], data: JSONBody[UserUpdate],
+                    database: NamedDependency[Database], principal: NamedDependency[Principal]) -> UserOut:
+        try:
+            with database.connection() as conn:
+                return service.update_user(conn, id, data.model_dump(exclude_unset=True), principal.actor)
+        finally:
+            forget_credentials(request.app)
 
     @delete("/{id:int}", operation_id="deleteUser", summary="Delete a user", sync_to_thread=True)
-    def delete_user(self, id: FromPath[int], database: NamedDependency[Database], principal: NamedDependency[Principal]) -> None:
-        with database.connection() as conn:
-            service.delete_user(conn, id, principal.actor)
+    def delete_user(self, request: Request, id: FromPath[int], database: NamedDependency[Database],
+                    principal: NamedDependency[Principal]) -> None:
+        try:
+            with database.connection() as conn:
+                service.delete_user(conn, id, principal.actor)
+        finally:
+            forget_credentials(request.app)
 
 
 class KeyCreate(BaseModel):
@@ -284,9 +293,13 @@ class ApiKeysController(Controller):
         return row
 
     @delete("/{id:int}", operation_id="revokeApiKey", summary="Revoke an API key at once", sync_to_thread=True)
-    def revoke_key(self, id: FromPath[int], database: NamedDependency[Database], principal: NamedDependency[Principal]) -> None:
-        with database.connection() as conn:
-            service.revoke_key(conn, id, principal.actor)
+    def revoke_key(self, request: Request, id: FromPath[int], database: NamedDependency[Database],
+                   principal: NamedDependency[Principal]) -> None:
+        try:
+            with database.connection() as conn:
+                service.revoke_key(conn, id, principal.actor)
+        finally:
+            forget_credentials(request.app)
 
 
 # ------------------------------------------------------------------- audit log

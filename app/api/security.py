@@ -14,11 +14,26 @@ Authorization: guards declared on controllers — `requires_scope("read"|"write"
 and `requires_role("admin", ...)` — and the principal's `scope` (app.scopes.DataScope)
 applied by services to every read. Handlers get the principal through the dependency
 `principal`. Routes with `opt={"exclude_from_auth": True}` need no credentials.
+
+Credential cache: looking a credential up costs one to three queries, so each process
+keeps the principal it resolved for a presented credential (keyed by the credential's
+SHA-256) for at most AUTH_CACHE_SECONDS. Within that bound:
+
+- expiry is exact: an entry never outlives the API key's `expires_at` or the access
+  token's `exp`;
+- revoking a key, and changing, disabling or deleting a user, through this process's API
+  clears the process's cache at once; done elsewhere (another worker, the CLI, SQL) it
+  takes effect within AUTH_CACHE_SECONDS;
+- rejected credentials are never cached (every attempt is checked against the database).
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import anyio
 from litestar import Request
@@ -30,7 +45,7 @@ from app.api.keys import presented_key
 from app.api.problems import problem
 from app.apikeys import KeyRejected, verify_key
 from app.scopes import DataScope
-from app.users import LoginRejected, decode_access_token, get_user
+from app.users import LoginRejected, access_token_claims, get_user
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="wattline"'}
 ROLE_RANK = {"viewer": 0, "engineer": 1, "admin": 2}
@@ -60,43 +75,129 @@ def _looks_like_jwt(token: str) -> bool:
 
 
 def _key_scope(conn, key_id: int) -> DataScope:
-    restricted = conn.execute("SELECT restricted FROM config.api_key WHERE id = %s", (key_id,)).fetchone()
-    if not restricted or not restricted[0]:
+    row = conn.execute(
+        """
+        SELECT k.restricted,
+               CASE WHEN k.restricted THEN ARRAY(SELECT space_id FROM config.api_key_space
+                                                WHERE api_key_id = k.id) END,
+               CASE WHEN k.restricted THEN ARRAY(SELECT tenant_id FROM config.api_key_tenant
+                                                WHERE api_key_id = k.id) END
+        FROM config.api_key k WHERE k.id = %s
+        """,
+        (key_id,),
+    ).fetchone()
+    if not row or not row[0]:
         return DataScope()
-    spaces = conn.execute("SELECT space_id FROM config.api_key_space WHERE api_key_id = %s", (key_id,)).fetchall()
-    tenants = conn.execute("SELECT tenant_id FROM config.api_key_tenant WHERE api_key_id = %s",
-                           (key_id,)).fetchall()
-    return DataScope(frozenset(r[0] for r in spaces), frozenset(r[0] for r in tenants))
+    return DataScope(frozenset(row[1]), frozenset(row[2]))
 
 
-def authenticate(conn, presented: str | None) -> Principal:
-    """The principal for presented credentials; KeyRejected/LoginRejected otherwise."""
+def resolve(conn, presented: str | None) -> tuple[Principal, float]:
+    """The principal for presented credentials and until when (POSIX seconds) the
+    credential itself is valid; KeyRejected/LoginRejected otherwise."""
     if presented and _looks_like_jwt(presented):
-        user = get_user(conn, decode_access_token(presented))
+        user_id, expires = access_token_claims(presented)
+        user = get_user(conn, user_id)
         if user is None or not user.enabled:
             raise LoginRejected("account disabled or removed")
-        return Principal("user", user.id, user.username, user.role, user.scopes, user.scope)
+        return Principal("user", user.id, user.username, user.role, user.scopes, user.scope), expires
     if not presented:
         raise KeyRejected("no API key given (send X-API-Key, or Authorization: Bearer with an "
                           "API key or an access token from /api/v1/auth/login)")
     key = verify_key(conn, presented)
     role = "engineer" if "write" in key.scopes else "viewer"
-    return Principal("api_key", key.id, key.name, role, key.scopes, _key_scope(conn, key.id), key.data_source_id)
+    expires = key.expires_at.timestamp() if key.expires_at is not None else math.inf
+    return (Principal("api_key", key.id, key.name, role, key.scopes, _key_scope(conn, key.id), key.data_source_id),
+            expires)
+
+
+def authenticate(conn, presented: str | None) -> Principal:
+    """The principal for presented credentials; KeyRejected/LoginRejected otherwise."""
+    return resolve(conn, presented)[0]
+
+
+AUTH_CACHE_SECONDS = 5.0      # revocation elsewhere takes effect within this time
+AUTH_CACHE_ENTRIES = 10_000
+
+
+class AuthCache:
+    """Principals of recently verified credentials, per process (see the module doc).
+
+    An entry is used while both its freshness (AUTH_CACHE_SECONDS after it was looked up,
+    monotonic clock) and the credential's own expiry (wall clock) hold. `clear()` drops
+    everything and bumps a generation, so a lookup that read the database before a
+    change cannot store its stale answer after the change cleared the cache.
+    """
+
+    def __init__(self, ttl_s: float = AUTH_CACHE_SECONDS, max_entries: int = AUTH_CACHE_ENTRIES,
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time):
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self.clock = clock
+        self.wall = wall
+        self.generation = 0
+        self._entries: dict[bytes, tuple[Principal, float, float]] = {}
+
+    @staticmethod
+    def digest(presented: str) -> bytes:
+        return hashlib.sha256(presented.encode()).digest()
+
+    def get(self, digest: bytes) -> Principal | None:
+        entry = self._entries.get(digest)
+        if entry is None:
+            return None
+        principal, fresh_until, valid_until = entry
+        if self.clock() >= fresh_until or self.wall() >= valid_until:
+            self._entries.pop(digest, None)
+            return None
+        return principal
+
+    def put(self, digest: bytes, principal: Principal, valid_until: float, generation: int) -> None:
+        if self.ttl_s <= 0 or generation != self.generation:
+            return
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()   # many distinct credentials at once: start over, never grow
+        self._entries[digest] = (principal, self.clock() + self.ttl_s, valid_until)
+
+    def clear(self) -> None:
+        """Forget every principal (a user or key changed through this process)."""
+        self.generation += 1
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def forget_credentials(app) -> None:
+    """Call after revoking a key or changing a user: this process stops using what it
+    cached at once (other processes within AUTH_CACHE_SECONDS)."""
+    cache = getattr(app.state, "auth_cache", None)
+    if cache is not None:
+        cache.clear()
 
 
 class AuthMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:
         presented = presented_key(connection)
-        database = connection.app.state.database
+        state = connection.app.state
+        database = state.database
+        cache: AuthCache | None = getattr(state, "auth_cache", None)
+        digest = AuthCache.digest(presented) if presented and cache is not None else None
+        if digest is not None:
+            principal = cache.get(digest)
+            if principal is not None:
+                return AuthenticationResult(user=principal.name, auth=principal)
+            generation = cache.generation
 
-        def verify() -> Principal:
+        def verify() -> tuple[Principal, float]:
             with database.connection() as conn:
-                return authenticate(conn, presented)
+                return resolve(conn, presented)
 
         try:
-            principal = await anyio.to_thread.run_sync(verify)
+            principal, valid_until = await anyio.to_thread.run_sync(verify)
         except (KeyRejected, LoginRejected) as exc:
             raise problem(401, "unauthenticated", "Not authenticated", exc.reason, headers=_CHALLENGE) from None
+        if digest is not None:
+            cache.put(digest, principal, valid_until, generation)
         return AuthenticationResult(user=principal.name, auth=principal)
 
 
