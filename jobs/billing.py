@@ -3,8 +3,9 @@
 Runs after the rollups. A bill cannot be half recomputed, so every range it is given
 (explicit, dirty, or new data past a meter's watermark) widens to the whole billing
 periods it touches; those periods are re-priced for the meters concerned, their
-billing.meter_cost rows rewritten, the cost rollups refreshed, and the cost-center and
-tenant bills holding those meters rebuilt from the meter bills. Bills of an open period
+billing.meter_cost rows rewritten, the cost rollups (per meter, then per entity)
+refreshed, and the cost-center and tenant bills holding those meters rebuilt from the
+meter bills. Entities whose meter links changed get their whole cost history recomputed. Bills of an open period
 are updated in place; a closed bill that comes out different gets a new revision.
 Meters sharing a period's tariff segments are priced together in one numpy pass.
 """
@@ -378,7 +379,15 @@ def refresh_cost_rollups(conn: psycopg.Connection, start: dt.datetime, end: dt.d
     n = 0
     for g in ("hour", "day", "month"):
         n += conn.execute("SELECT billing.refresh_cost_rollup(%s, %s, %s, %s)", (g, lo, hi, meter_ids)).fetchone()[0]
+    # The entities holding those meters, over the same months (all entities after a rebuild).
+    n += conn.execute("SELECT billing.refresh_entity_cost_rollups(%s, %s, %s)", (lo, hi, meter_ids)).fetchone()[0]
     return n
+
+
+def refresh_dirty_entities(conn: psycopg.Connection) -> int:
+    """Entity cost rollups of the entities whose meter links changed, over their whole
+    history (billing.entity_dirty, copied from the link triggers' ops.entity_dirty)."""
+    return conn.execute("SELECT billing.refresh_dirty_cost_entities()").fetchone()[0]
 
 
 def refresh_cost_aggregates(url: str, start: dt.datetime, end: dt.datetime) -> None:
@@ -465,7 +474,7 @@ def new_data(conn: psycopg.Connection) -> list[tuple[int, dt.datetime, dt.dateti
 
 def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None) -> int:
     if start is not None and end is not None:
-        return bill_range(conn, start, end) + close_due_bills(conn)
+        return bill_range(conn, start, end) + close_due_bills(conn) + refresh_dirty_entities(conn)
     ranges, last = dirty.pending(conn, NAME, "meter")
     touched = 0
     everyone = [r for r in ranges if r.meter_id is None]
@@ -485,5 +494,6 @@ def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | 
     for (lo, hi), meters in sorted(by_span.items()):
         touched += bill_range(conn, lo, hi, sorted(meters))
     touched += close_due_bills(conn)
+    touched += refresh_dirty_entities(conn)
     dirty.advance(conn, NAME, last)
     return touched

@@ -1,8 +1,9 @@
 -- api views of cost and bills, for Grafana and analysts.
 -- Grain: api.cost_daily / api.cost_monthly one row per meter and local day / month of the
--- reporting zone; api.entity_cost_daily / _monthly one row per entity (space subtree,
--- tenant, store, shopfloor, equipment, combined equipment, cost center), direction and
--- category; api.bill one row per bill revision; api.bill_line one row per line.
+-- reporting zone (the rollups' TOU periods summed); api.entity_cost_daily / _monthly one
+-- row per entity (space subtree, tenant, store, shopfloor, equipment, combined equipment,
+-- cost center), direction and category, read from the entity cost rollups;
+-- api.bill one row per bill revision; api.bill_line one row per line.
 -- Written by migrations; read by the dashboards (wattline_reader) and analysts.
 --
 -- The cost rollups are rebuilt (DROP … CASCADE) when the reporting zone changes, so the
@@ -18,8 +19,9 @@ BEGIN
         RETURN;
     END IF;
     RETURN QUERY EXECUTE format(
-        'SELECT meter_id, bucket, energy_charge::numeric, allocated_charge::numeric, total::numeric, '
-        'intervals::bigint FROM billing.%I', billing.cost_rollup_object(granularity));
+        'SELECT meter_id, bucket, sum(energy_charge)::numeric, sum(allocated_charge)::numeric, '
+        'sum(total)::numeric, sum(intervals)::bigint FROM billing.%I GROUP BY meter_id, bucket',
+        billing.cost_rollup_object(granularity));
 END $$;
 
 CREATE FUNCTION billing.api_zone() RETURNS text
@@ -43,24 +45,43 @@ FROM billing.api_cost('month') c
 JOIN config.meter m ON m.id = c.meter_id
 JOIN config.energy_category cat ON cat.id = m.category_id;
 
--- Cost of an entity: the sum over the meters the entity rollups count for it.
+-- Cost of an entity, from the entity cost rollups (the meters energy.entity_meter counts
+-- for it), items and TOU periods summed. meters: meters with cost in the bucket (in the
+-- TOU period with the most of them).
+CREATE FUNCTION billing.api_entity_cost(granularity text)
+RETURNS TABLE (entity_kind text, entity_id integer, direction text, category_id integer, bucket timestamptz,
+               energy_charge numeric, allocated_charge numeric, total numeric, meters bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, public, pg_temp AS $$
+    SELECT entity_kind, entity_id, direction, category_id, bucket, sum(energy_charge), sum(allocated_charge),
+           sum(total), max(meters)::bigint
+    FROM (SELECT entity_kind, entity_id, direction, category_id, bucket, period,
+                 sum(energy_charge) AS energy_charge, sum(allocated_charge) AS allocated_charge,
+                 sum(total) AS total, sum(meters) AS meters
+          FROM billing.entity_cost_daily WHERE granularity = 'day'
+          GROUP BY entity_kind, entity_id, direction, category_id, bucket, period
+          UNION ALL
+          SELECT entity_kind, entity_id, direction, category_id, bucket, period,
+                 sum(energy_charge), sum(allocated_charge), sum(total), sum(meters)
+          FROM billing.entity_cost_monthly WHERE granularity = 'month'
+          GROUP BY entity_kind, entity_id, direction, category_id, bucket, period) x
+    GROUP BY entity_kind, entity_id, direction, category_id, bucket
+$$;
+
 CREATE VIEW api.entity_cost_daily AS
-SELECT em.entity_kind, em.entity_id, e.name AS entity, em.direction, c.category_id, c.category,
-       c.bucket, c.day, sum(c.energy_charge) AS energy_charge, sum(c.allocated_charge) AS allocated_charge,
-       sum(c.total) AS total, count(*) AS meters
-FROM api.cost_daily c
-JOIN energy.entity_meter em ON em.meter_id = c.meter_id
-LEFT JOIN energy.entity e ON e.entity_kind = em.entity_kind AND e.entity_id = em.entity_id
-GROUP BY em.entity_kind, em.entity_id, e.name, em.direction, c.category_id, c.category, c.bucket, c.day;
+SELECT c.entity_kind, c.entity_id, e.name AS entity, c.direction, c.category_id, cat.name AS category,
+       c.bucket, (c.bucket AT TIME ZONE billing.api_zone())::date AS day,
+       c.energy_charge, c.allocated_charge, c.total, c.meters
+FROM billing.api_entity_cost('day') c
+JOIN config.energy_category cat ON cat.id = c.category_id
+LEFT JOIN energy.entity e ON e.entity_kind = c.entity_kind AND e.entity_id = c.entity_id;
 
 CREATE VIEW api.entity_cost_monthly AS
-SELECT em.entity_kind, em.entity_id, e.name AS entity, em.direction, c.category_id, c.category,
-       c.bucket, c.month, sum(c.energy_charge) AS energy_charge, sum(c.allocated_charge) AS allocated_charge,
-       sum(c.total) AS total, count(*) AS meters
-FROM api.cost_monthly c
-JOIN energy.entity_meter em ON em.meter_id = c.meter_id
-LEFT JOIN energy.entity e ON e.entity_kind = em.entity_kind AND e.entity_id = em.entity_id
-GROUP BY em.entity_kind, em.entity_id, e.name, em.direction, c.category_id, c.category, c.bucket, c.month;
+SELECT c.entity_kind, c.entity_id, e.name AS entity, c.direction, c.category_id, cat.name AS category,
+       c.bucket, (c.bucket AT TIME ZONE billing.api_zone())::date AS month,
+       c.energy_charge, c.allocated_charge, c.total, c.meters
+FROM billing.api_entity_cost('month') c
+JOIN config.energy_category cat ON cat.id = c.category_id
+LEFT JOIN energy.entity e ON e.entity_kind = c.entity_kind AND e.entity_id = c.entity_id;
 
 CREATE VIEW api.tariff AS
 SELECT id, label, name, utility, timezone, currency, valid_from, valid_to, version, updated_at
@@ -91,5 +112,6 @@ LEFT JOIN config.tariff tf ON tf.id = l.tariff_id;
 -- migrate:down
 DROP VIEW IF EXISTS api.bill_line, api.bill, api.tariff, api.entity_cost_monthly, api.entity_cost_daily,
     api.cost_monthly, api.cost_daily;
+DROP FUNCTION IF EXISTS billing.api_entity_cost(text);
 DROP FUNCTION IF EXISTS billing.api_zone();
 DROP FUNCTION IF EXISTS billing.api_cost(text);

@@ -202,7 +202,9 @@ CREATE UNIQUE INDEX meter_cost_meter_ts_uq ON billing.meter_cost (meter_id, ts);
 -- energy rollups (sql/energy_rollups.sql): one SQL definition per grain, a continuous
 -- aggregate on the Community edition (monthly hierarchical on daily), else a table that
 -- billing.refresh_cost_rollup refills over whole buckets with the very same SELECT.
--- Grain: one row per meter and local hour / day / month of the reporting zone.
+-- Grain: one row per meter, local hour / day / month of the reporting zone and energy
+-- TOU period (`period`, -1 for intervals without one), so a cost breakdown by TOU period
+-- reads rollups, not 15-minute rows. Sum over `period` for a meter's bucket total.
 CREATE TABLE billing.cost_rollup_setting (
     singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     reporting_timezone text        NOT NULL CHECK (config.valid_timezone(reporting_timezone)),
@@ -224,26 +226,29 @@ BEGIN
     IF granularity = 'hour' THEN
         RETURN format($q$SELECT meter_id,
        time_bucket(INTERVAL '1 hour', ts, origin => %L::timestamptz) AS bucket,
+       coalesce(period, -1)::smallint AS period,
        sum(energy_charge) AS energy_charge, sum(allocated_charge) AS allocated_charge,
        sum(total) AS total, count(*) AS intervals
 FROM billing.meter_cost %s
-GROUP BY meter_id, time_bucket(INTERVAL '1 hour', ts, origin => %L::timestamptz)$q$,
+GROUP BY meter_id, time_bucket(INTERVAL '1 hour', ts, origin => %L::timestamptz), coalesce(period, -1)$q$,
             origin, filter, origin);
     ELSIF granularity = 'day' THEN
         RETURN format($q$SELECT meter_id,
        time_bucket(INTERVAL '1 day', ts, %L) AS bucket,
+       coalesce(period, -1)::smallint AS period,
        sum(energy_charge) AS energy_charge, sum(allocated_charge) AS allocated_charge,
        sum(total) AS total, count(*) AS intervals
 FROM billing.meter_cost %s
-GROUP BY meter_id, time_bucket(INTERVAL '1 day', ts, %L)$q$,
+GROUP BY meter_id, time_bucket(INTERVAL '1 day', ts, %L), coalesce(period, -1)$q$,
             zone, filter, zone);
     ELSIF granularity = 'month' THEN
         RETURN format($q$SELECT meter_id,
        time_bucket(INTERVAL '1 month', bucket, %L) AS bucket,
+       period,
        sum(energy_charge) AS energy_charge, sum(allocated_charge) AS allocated_charge,
        sum(total) AS total, sum(intervals)::bigint AS intervals
 FROM billing.cost_daily %s
-GROUP BY meter_id, time_bucket(INTERVAL '1 month', bucket, %L)$q$,
+GROUP BY meter_id, time_bucket(INTERVAL '1 month', bucket, %L), period$q$,
             zone, filter, zone);
     END IF;
     RAISE EXCEPTION 'unknown rollup granularity %: use hour, day or month', granularity;
@@ -273,6 +278,8 @@ BEGIN
     END IF;
     origin := '2020-01-01 00:00'::timestamp AT TIME ZONE zone;
     PERFORM billing.drop_cost_rollups();
+    -- Entity cost rollups follow the zone of the per-meter ones: the caller refills them.
+    TRUNCATE billing.entity_cost_daily, billing.entity_cost_monthly;
     INSERT INTO billing.cost_rollup_setting (reporting_timezone, hour_origin, materialisation, built_at)
     VALUES (zone, origin, kind, now())
     ON CONFLICT (singleton) DO UPDATE
@@ -281,7 +288,7 @@ BEGIN
     FOREACH g IN ARRAY ARRAY['hour', 'day', 'month'] LOOP
         PERFORM energy.create_rollup_object('billing', billing.cost_rollup_object(g),
                                             billing.cost_rollup_definition(g, zone, origin), kind,
-                                            'meter_id, bucket');
+                                            'meter_id, bucket, period');
     END LOOP;
     RETURN kind;
 END $$;
@@ -306,14 +313,176 @@ BEGIN
         'billing', billing.cost_rollup_object(granularity),
         billing.cost_rollup_definition(granularity, s.reporting_timezone, s.hour_origin,
                                        energy.rollup_refresh_filter(granularity)),
-        'meter_id, bucket',
+        'meter_id, bucket, period',
         energy.bucket_ceil(granularity, p_start, s.reporting_timezone, s.hour_origin),
         energy.bucket_start(granularity, p_end, s.reporting_timezone, s.hour_origin),
         p_meter_ids);
 END $$;
 
+-- Entity cost rollups: daily and monthly cost per organisation entity, by direction,
+-- energy category, energy item (0: meters without one) and TOU period (-1: none), the
+-- cost counterpart of energy.entity_daily / entity_monthly (sql/entity_rollups.sql) with
+-- the same membership (energy.entity_meter: a space counts the is_counted meters of its
+-- whole subtree; equipment, combined equipment, tenants, stores, shopfloors and cost
+-- centers their linked meters). Grain: one row per entity, direction, category, item,
+-- period and local day / month of the cost rollups' zone that has cost; meters = the
+-- group's meters with cost in that period and bucket, intervals = their interval rows.
+-- Written by jobs.billing through billing.refresh_entity_cost_rollups (from
+-- billing.cost_daily, over the months it re-priced) and billing.refresh_dirty_cost_entities
+-- (whole history of entities whose meter links changed); read by reports and api views.
+CREATE TABLE billing.entity_cost_daily (
+    entity_kind      text        NOT NULL CHECK (entity_kind IN ('space', 'equipment', 'combined_equipment',
+                                                                 'tenant', 'store', 'shopfloor', 'cost_center')),
+    entity_id        integer     NOT NULL,
+    bucket           timestamptz NOT NULL,   -- local midnight (local month start in _monthly)
+    direction        text        NOT NULL CHECK (direction IN ('input', 'output')),
+    category_id      integer     NOT NULL,
+    item_id          integer     NOT NULL,   -- 0: meters without an energy item
+    period           smallint    NOT NULL,   -- energy TOU period, -1: none
+    energy_charge    numeric     NOT NULL,
+    allocated_charge numeric     NOT NULL,
+    total            numeric     NOT NULL,
+    meters           integer     NOT NULL,
+    intervals        bigint      NOT NULL,
+    PRIMARY KEY (entity_kind, entity_id, bucket, direction, category_id, item_id, period)
+);
+CREATE TABLE billing.entity_cost_monthly (LIKE billing.entity_cost_daily INCLUDING ALL);
+
+-- Entities whose membership changed, for the billing stage: a copy of every entry the
+-- link triggers of sql/entity_rollups.sql log into ops.entity_dirty (which the rollups
+-- stage consumes before billing runs). Consumed by billing.refresh_dirty_cost_entities.
+CREATE TABLE billing.entity_dirty (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    entity_kind text        NOT NULL,
+    entity_id   integer     NOT NULL,
+    reason      text        NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE FUNCTION billing.copy_entity_dirty() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO billing.entity_dirty (entity_kind, entity_id, reason)
+    VALUES (NEW.entity_kind, NEW.entity_id, NEW.reason);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER entity_dirty_for_billing AFTER INSERT ON ops.entity_dirty
+    FOR EACH ROW EXECUTE FUNCTION billing.copy_entity_dirty();
+
+-- Recompute entity cost rollups over [p_start, p_end), widened outward to whole local
+-- days (daily) and months (monthly) of the cost rollups' zone; infinite bounds mean the
+-- whole history. Which entities: p_kind + p_entity_ids when given, else those holding
+-- any of p_meter_ids, else all. Reads billing.cost_daily, so refresh it first. Returns
+-- rows written (0 while the cost rollups are not built).
+CREATE FUNCTION billing.refresh_entity_cost_rollups(p_start timestamptz, p_end timestamptz,
+                                                    p_meter_ids integer[] DEFAULT NULL,
+                                                    p_kind text DEFAULT NULL,
+                                                    p_entity_ids integer[] DEFAULT NULL)
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    zone text := (SELECT reporting_timezone FROM billing.cost_rollup_setting);
+    d0 timestamptz;
+    d1 timestamptz;
+    m0 timestamptz;
+    m1 timestamptz;
+    everyone boolean := p_kind IS NULL AND p_meter_ids IS NULL;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    IF zone IS NULL OR p_start >= p_end OR to_regclass('billing.cost_daily') IS NULL THEN
+        RETURN 0;
+    END IF;
+    d0 := energy.bucket_start('day', p_start, zone, NULL);
+    d1 := energy.bucket_ceil('day', p_end, zone, NULL);
+    m0 := energy.bucket_start('month', p_start, zone, NULL);
+    m1 := energy.bucket_ceil('month', p_end, zone, NULL);
+    CREATE TEMP TABLE IF NOT EXISTS entity_cost_refresh_sel (entity_kind text, entity_id integer) ON COMMIT DROP;
+    TRUNCATE entity_cost_refresh_sel;
+    IF p_kind IS NOT NULL THEN
+        INSERT INTO entity_cost_refresh_sel SELECT DISTINCT p_kind, unnest(p_entity_ids);
+    ELSIF p_meter_ids IS NOT NULL THEN
+        INSERT INTO entity_cost_refresh_sel
+        SELECT DISTINCT entity_kind, entity_id FROM energy.entity_meter WHERE meter_id = ANY (p_meter_ids);
+    ELSE
+        INSERT INTO entity_cost_refresh_sel SELECT DISTINCT entity_kind, entity_id FROM energy.entity_meter;
+    END IF;
+    ANALYZE entity_cost_refresh_sel;
+
+    DELETE FROM billing.entity_cost_daily e
+    WHERE e.bucket >= d0 AND e.bucket < d1
+      AND (everyone OR EXISTS (SELECT 1 FROM entity_cost_refresh_sel s
+                               WHERE s.entity_kind = e.entity_kind AND s.entity_id = e.entity_id));
+    INSERT INTO billing.entity_cost_daily
+    SELECT em.entity_kind, em.entity_id, d.bucket, em.direction, m.category_id, coalesce(m.item_id, 0),
+           d.period, sum(d.energy_charge), sum(d.allocated_charge), sum(d.total), count(*)::integer,
+           sum(d.intervals)::bigint
+    FROM entity_cost_refresh_sel s
+    JOIN energy.entity_meter em USING (entity_kind, entity_id)
+    JOIN config.meter m ON m.id = em.meter_id
+    JOIN billing.cost_daily d ON d.meter_id = em.meter_id AND d.bucket >= d0 AND d.bucket < d1
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ORDER BY 1, 2, 3, 4, 5, 6, 7;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    total := total + n;
+
+    DELETE FROM billing.entity_cost_monthly e
+    WHERE e.bucket >= m0 AND e.bucket < m1
+      AND (everyone OR EXISTS (SELECT 1 FROM entity_cost_refresh_sel s
+                               WHERE s.entity_kind = e.entity_kind AND s.entity_id = e.entity_id));
+    INSERT INTO billing.entity_cost_monthly
+    SELECT e.entity_kind, e.entity_id, time_bucket(INTERVAL '1 month', e.bucket, zone), e.direction,
+           e.category_id, e.item_id, e.period, sum(e.energy_charge), sum(e.allocated_charge), sum(e.total),
+           max(e.meters), sum(e.intervals)
+    FROM billing.entity_cost_daily e
+    WHERE e.bucket >= m0 AND e.bucket < m1
+      AND (everyone OR EXISTS (SELECT 1 FROM entity_cost_refresh_sel s
+                               WHERE s.entity_kind = e.entity_kind AND s.entity_id = e.entity_id))
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ORDER BY 1, 2, 3, 4, 5, 6, 7;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN total + n;
+END $$;
+
+-- Consume billing.entity_dirty: recompute the whole cost history of every entity whose
+-- membership changed, expanded as energy.refresh_dirty_entities expands it (a space's
+-- ancestors; the combined equipment holding changed equipment; every entity holding a
+-- changed meter). Returns rows written.
+CREATE FUNCTION billing.refresh_dirty_cost_entities() RETURNS bigint
+LANGUAGE plpgsql AS $$
+DECLARE
+    k text;
+    ids integer[];
+    total bigint := 0;
+BEGIN
+    FOR k, ids IN
+        WITH d AS (
+            DELETE FROM billing.entity_dirty RETURNING entity_kind, entity_id
+        ), x AS (
+            SELECT entity_kind, entity_id FROM d WHERE entity_kind <> 'meter'
+            UNION
+            SELECT 'space', c.ancestor_id FROM d JOIN config.space_closure c
+                ON d.entity_kind = 'space' AND c.space_id = d.entity_id
+            UNION
+            SELECT 'combined_equipment', cm.combined_equipment_id FROM d
+            JOIN config.combined_equipment_member cm ON d.entity_kind = 'equipment' AND cm.equipment_id = d.entity_id
+            UNION
+            SELECT em.entity_kind, em.entity_id FROM d JOIN energy.entity_meter em
+                ON d.entity_kind = 'meter' AND em.meter_id = d.entity_id
+        )
+        SELECT entity_kind, array_agg(entity_id ORDER BY entity_id) FROM x GROUP BY entity_kind
+    LOOP
+        total := total + billing.refresh_entity_cost_rollups('-infinity', 'infinity', NULL, k, ids);
+    END LOOP;
+    RETURN total;
+END $$;
+
 -- migrate:down
 SELECT billing.drop_cost_rollups();
+DROP FUNCTION IF EXISTS billing.refresh_dirty_cost_entities();
+DROP FUNCTION IF EXISTS billing.refresh_entity_cost_rollups(timestamptz, timestamptz, integer[], text, integer[]);
+DROP TRIGGER IF EXISTS entity_dirty_for_billing ON ops.entity_dirty;
+DROP FUNCTION IF EXISTS billing.copy_entity_dirty();
+DROP TABLE IF EXISTS billing.entity_dirty, billing.entity_cost_monthly, billing.entity_cost_daily;
 DROP FUNCTION IF EXISTS billing.refresh_cost_rollup(text, timestamptz, timestamptz, integer[]);
 DROP FUNCTION IF EXISTS billing.build_cost_rollups(text);
 DROP FUNCTION IF EXISTS billing.drop_cost_rollups();

@@ -135,10 +135,11 @@ def test_cost_by_tou_period_equals_interval_cost(client, conn, site):
                             "AND ts >= %s AND ts < %s GROUP BY 1", (site["main"], START, START + dt.timedelta(days=14))
                             ).fetchall())
     assert {g["key"]: g["value"] for g in rep["breakdown"]["groups"]} == pytest.approx(exp)
+    assert rep["source"] == "billing.entity_cost_daily"          # the tenant's cost rollup, by period
     # 12 h at 0.30 and 12 h at 0.10, 16 kWh per hour, per day
     assert exp == pytest.approx({"1": 14 * 12 * 16 * 0.30, "0": 14 * 12 * 16 * 0.10})
     daily = report(client, "json", metric="cost", entity="tenant", id=site["Shop"]).json()
-    assert daily["source"] == "billing.cost_daily"
+    assert daily["source"] == "billing.entity_cost_daily"
     assert daily["totals"]["value"] == pytest.approx(sum(exp.values()))
     assert daily["unit"] == "USD"
 

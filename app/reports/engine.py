@@ -9,9 +9,9 @@ Steps, each stated once:
    input/output meters, cost centers; or one meter) with the breakdown label and unit
    factor of each, in one query;
 4. read the coarsest source that fits: the entity daily/monthly rollups for day and
-   coarser (energy, breakdown none/category/item), else the per-meter hourly/daily/monthly
-   rollups, and 15-minute intervals only for 15min (or a TOU breakdown); all summing and
-   bucketing is one SQL statement per period;
+   coarser (energy and cost, breakdown none/category/item, and tou_period for cost), else
+   the per-meter hourly/daily/monthly rollups, and 15-minute intervals only for 15min;
+   all summing and bucketing is one SQL statement per period;
 5. gap-fill against energy.bucket_series (missing buckets are present, value null), and
    add totals, per-m² intensity, peak/base load, the comparison and completeness.
 
@@ -228,8 +228,8 @@ class _Plan:
         self.ctx = context(conn, p, m)
         self.zone, self.origin = self.ctx["zone"], self.ctx["origin"]
         self.members = members(conn, p)
-        self.resolution = "15min" if p.by == "tou_period" else RESOLUTION[p.granularity]
-        self.entity_path = (p.entity != "meter" and p.by in (None, "category", "item")
+        self.resolution = RESOLUTION[p.granularity]
+        self.entity_path = (p.entity != "meter" and p.by in (None, "category", "item", "tou_period")
                             and m.source(self.resolution, True) is not None)
         rel = self.members if m.ratio else [r for r in self.members if r[1] == "input"]
         self.counted = len(rel)
@@ -261,7 +261,8 @@ class _Plan:
         args = {"lo": lo, "hi": hi, "zone": self.zone, "origin": self.origin}
         if self.entity_path:
             args.update(kind=p.entity, eid=p.entity_id, cats=sorted({r[2] for r in self.members}))
-            grp = {"category": "c.name", "item": "coalesce(i.name, '(no item)')"}.get(p.by, "''")
+            grp = {"category": "c.name", "item": "coalesce(i.name, '(no item)')",
+                   "tou_period": "coalesce(f.period::text, '(no period)')"}.get(p.by, "''")
             factor = "c.kgce_factor" if p.unit == "kgce" else "1"
             sql = (f"SELECT {bucket_sql(p.granularity, self.resolution, 'f.bucket')} AS b, f.direction, "
                    f"{grp} AS grp, sum(f.v * {factor}) AS v, sum(f.valued)::bigint AS valued "

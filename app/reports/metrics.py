@@ -8,8 +8,9 @@ A metric says where its numbers live at each resolution and how they combine:
   it that carry a value (completeness), `period` the tariff's TOU period (NULL where
   the source has none).
 - `entity_sources`: the same per resolution from a per-entity rollup, returning
-  `direction, category_id, item_id, bucket, v, valued` for `%(kind)s`/`%(eid)s`
-  (optional: without it the engine sums the entity's meters).
+  `direction, category_id, item_id, bucket, v, valued, period` for `%(kind)s`/`%(eid)s`
+  and the categories `%(cats)s` (optional: without it the engine sums the entity's
+  meters).
 - `unit`: 'category' (the energy category's unit; convertible to kgce), or a fixed unit
   ('kgCO2e'), or 'currency' (the tariffs' currency).
 - `ratio`: output over input (efficiency) instead of a sum of inputs.
@@ -37,18 +38,28 @@ _ENERGY_METER = {
 }
 
 _ENERGY_ENTITY = {
-    res: f"SELECT direction, category_id, item_id, bucket, energy AS v, valued FROM energy.{table} "
+    res: f"SELECT direction, category_id, item_id, bucket, energy AS v, valued, NULL::smallint AS period "
+         f"FROM energy.{table} "
          "WHERE entity_kind = %(kind)s AND entity_id = %(eid)s AND bucket >= %(lo)s AND bucket < %(hi)s "
          "AND category_id = ANY (%(cats)s)"
     for res, table in (("day", "entity_daily"), ("month", "entity_monthly"))
 }
 
+# The cost rollups carry the TOU period (-1: none), so by=tou_period reads them too.
 _COST_METER = {
     "15min": "SELECT meter_id, ts AS bucket, total AS v, 1 AS valued, period FROM billing.meter_cost "
              "WHERE meter_id = ANY (%(ids)s) AND ts >= %(lo)s AND ts < %(hi)s",
-    **{res: f"SELECT meter_id, bucket, total AS v, intervals AS valued, NULL::smallint AS period "
+    **{res: f"SELECT meter_id, bucket, total AS v, intervals AS valued, nullif(period, -1) AS period "
             f"FROM billing.{table} WHERE meter_id = ANY (%(ids)s) AND bucket >= %(lo)s AND bucket < %(hi)s"
        for res, table in (("hour", "cost_hourly"), ("day", "cost_daily"), ("month", "cost_monthly"))},
+}
+
+_COST_ENTITY = {
+    res: f"SELECT direction, category_id, item_id, bucket, total AS v, intervals AS valued, "
+         f"nullif(period, -1) AS period FROM billing.{table} "
+         "WHERE entity_kind = %(kind)s AND entity_id = %(eid)s AND bucket >= %(lo)s AND bucket < %(hi)s "
+         "AND category_id = ANY (%(cats)s)"
+    for res, table in (("day", "entity_cost_daily"), ("month", "entity_cost_monthly"))
 }
 
 
@@ -93,7 +104,7 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
         name="cost", title="Cost",
         description="Interval cost from the billing stage (energy charges plus allocated demand, fixed "
                     "and tax lines), in the tariffs' currency; by=tou_period splits it by TOU period.",
-        unit="currency", meter_sources=_COST_METER,
+        unit="currency", meter_sources=_COST_METER, entity_sources=_COST_ENTITY,
         breakdowns=("category", "item", "child", "tou_period"), requires="billing.cost_daily",
     ),
     Metric(
