@@ -4,7 +4,8 @@ whole, storing them; and keeping the carbon rollups in step with the energy roll
 A factor file is validated completely against itself and the database before anything
 is written, so a bad file changes nothing and every problem is reported with its row,
 field and value. The rules that turn energy into carbon live in SQL
-(carbon.compute_emissions, sql/carbon.sql) and are stated in docs/carbon.md.
+(the view carbon.meter_emission and the rollup refresh in sql/carbon.sql) and are
+stated in docs/carbon.md.
 """
 
 from __future__ import annotations
@@ -22,16 +23,14 @@ import psycopg
 import yaml
 
 from app.db import INFINITY, NEG_INFINITY, connect
-from app.rollups import _refresh_cagg, widen
+from app.rollups import widen
 
 BASES = ("location", "market")
 SCOPES = (1, 2, 3)
 FACTOR_FIELDS = ("category", "region", "basis", "scope", "valid_from", "valid_to",
                  "kgco2e_per_unit", "unit", "source")
 INTENSITY_FIELDS = ("region", "category", "basis", "start", "minutes", "kgco2e_per_kwh", "source")
-ROLLUPS = {"hour": "carbon.meter_hourly", "day": "carbon.meter_daily", "month": "carbon.meter_monthly"}
 MAX_REPORTED = 50
-COMPUTE_STEP = dt.timedelta(days=7)
 
 
 class CarbonFileError(ValueError):
@@ -452,8 +451,8 @@ def rollups_in_step(conn: psycopg.Connection) -> bool:
 
 
 def rebuild_rollups(conn: psycopg.Connection) -> int:
-    """Rebuild the carbon rollups in the energy rollups' zone and refill them from
-    carbon.meter_emission (continuous aggregates are refreshed outside the transaction)."""
+    """Rebuild the carbon rollups in the energy rollups' zone and refill them over the
+    whole history (the energy rollups must be filled: the hourly one is read)."""
     conn.execute("SELECT carbon.build_meter_rollups()")
     return refresh_rollups(conn, None, None)
 
@@ -461,37 +460,27 @@ def rebuild_rollups(conn: psycopg.Connection) -> int:
 def refresh_rollups(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None,
                     meter_ids: Sequence[int] | None = None) -> int:
     """Hourly, daily, monthly carbon rollups over [start, end) widened to whole buckets
-    (None: unbounded), the same way app.rollups refreshes the energy rollups."""
-    kind = conn.execute("SELECT materialisation FROM carbon.rollup_setting").fetchone()[0]
+    (None: unbounded), in that order (days read hours, months read days). Returns the
+    15-minute intervals the recomputed hours cover."""
     ids = list(meter_ids) if meter_ids is not None else None
-    total = 0
-    for granularity in ("hour", "day", "month"):  # monthly reads daily
+    intervals = 0
+    for granularity in ("hour", "day", "month"):
         lo, hi = widen(conn, granularity, start, end)
         if lo is not None and hi is not None and lo >= hi:
             continue
-        if kind == "table":
-            total += conn.execute(
-                "SELECT carbon.refresh_meter_rollup(%s, coalesce(%s, '-infinity'::timestamptz), "
-                "coalesce(%s, 'infinity'::timestamptz), %s)",
-                (granularity, lo, hi, ids),
-            ).fetchone()[0]
-        else:
-            _refresh_cagg(conn, ROLLUPS[granularity], lo, hi)
-    return total
+        n = conn.execute(
+            "SELECT carbon.refresh_meter_rollup(%s, coalesce(%s, '-infinity'::timestamptz), "
+            "coalesce(%s, 'infinity'::timestamptz), %s)",
+            (granularity, lo, hi, ids),
+        ).fetchone()[0]
+        if granularity == "hour":
+            intervals = n
+    return intervals
 
 
 def compute(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
             meter_ids: Sequence[int] | None = None) -> int:
-    """Recompute interval emissions for [start, end) and the rollups over it.
-
-    Long spans are computed a week at a time (the hypertable's chunk interval), so the
-    joins' hash tables stay in memory instead of spilling to disk.
-    """
-    ids = list(meter_ids) if meter_ids is not None else None
-    rows, piece = 0, start
-    while piece < end:
-        upto = min(end, piece + COMPUTE_STEP) if piece.year > 1 and end.year < 9999 else end
-        rows += conn.execute("SELECT carbon.compute_emissions(%s, %s, %s)", (piece, upto, ids)).fetchone()[0]
-        piece = upto
-    refresh_rollups(conn, start, end, meter_ids)
-    return rows
+    """Recompute the carbon of [start, end) (widened to whole hours) for the given meters
+    (None: all): the interval emissions are a view (carbon.meter_emission), so this
+    refreshes the rollups. Returns the intervals recomputed."""
+    return refresh_rollups(conn, start, end, meter_ids)

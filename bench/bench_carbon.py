@@ -2,9 +2,12 @@
 
 Creates its own database on the server (embedded cluster, or WATTLINE_TEST_DATABASE_URL's
 server), migrates it, writes the intervals, imports factors (yearly static factors with a
-mid-year change, and an hourly location-based intensity series for one region), then
-times jobs.carbon over the year: once on one connection, once split by half-year across
-two connections in parallel. Prints the figures; drops the database unless --keep.
+mid-year change, and an hourly location-based intensity series for one region), fills
+the energy rollups (the rollups stage's work, timed apart: jobs.carbon reads the hourly
+one), then times jobs.carbon over the whole range: once on one connection, once split by
+half-range across two connections in parallel, once split by meters (odd and even ids)
+across two connections. Checks the monthly rollup of a few meters against the
+per-interval view. Prints the figures; drops the database unless --keep.
 
     .venv/bin/python bench/bench_carbon.py [--meters 1000] [--months 12] [--keep]
 """
@@ -83,6 +86,11 @@ def populate(conn: psycopg.Connection, meters: int, end: dt.datetime) -> None:
     import_intensity(conn, rows, "bench series")
     conn.execute("DELETE FROM ops.dirty_range")   # the bench times explicit runs
     conn.commit()
+    t0 = time.perf_counter()
+    for granularity in ("hour", "day", "month"):
+        conn.execute("SELECT energy.refresh_meter_rollup(%s, '-infinity', 'infinity')", (granularity,))
+    conn.commit()
+    print(f"energy rollups (jobs.rollups, before jobs.carbon): {time.perf_counter() - t0:.1f} s")
 
 
 ROLLUP_SECONDS: list[float] = []
@@ -100,13 +108,15 @@ def _timed_refresh(*args, **kwargs):
 carbon_app.refresh_rollups = _timed_refresh   # app.carbon.compute calls it by module name
 
 
-def timed_run(url: str, spans: list[tuple[dt.datetime, dt.datetime]]) -> tuple[float, int]:
+def timed_run(url: str, spans: list[tuple[dt.datetime, dt.datetime, list[int] | None]]) -> tuple[float, int]:
+    """Run the spans on one connection each, in parallel; a span with meter ids computes
+    those meters only (app.carbon.compute), else the stage over every meter."""
     results: list[int] = []
     ROLLUP_SECONDS.clear()
 
-    def work(s: dt.datetime, e: dt.datetime) -> None:
+    def work(s: dt.datetime, e: dt.datetime, ids: list[int] | None) -> None:
         with psycopg.connect(url) as c:
-            results.append(stage.run(c, s, e))
+            results.append(stage.run(c, s, e) if ids is None else carbon_app.compute(c, s, e, ids))
 
     threads = [threading.Thread(target=work, args=span) for span in spans]
     t0 = time.perf_counter()
@@ -135,21 +145,40 @@ def main() -> None:
             populate(conn, args.meters, end)
         with psycopg.connect(url, autocommit=True) as c:
             c.execute("VACUUM ANALYZE energy.meter_interval")
-        seconds, rows = timed_run(url, [(START, end)])
-        print(f"carbon, one connection:   {rows:,} interval rows in {seconds:.1f} s "
-              f"({rows / seconds:,.0f} rows/s; rollup refresh {sum(ROLLUP_SECONDS):.1f} s of it)")
+        seconds, rows = timed_run(url, [(START, end, None)])
+        print(f"carbon, one connection:   {rows:,} intervals in {seconds:.1f} s "
+              f"({rows / seconds:,.0f} intervals/s; rollup refresh {sum(ROLLUP_SECONDS):.1f} s of it)")
+        with psycopg.connect(url) as conn:
+            first = conn.execute("SELECT count(*), sum(kgco2e_location), sum(kgco2e_market) "
+                                 "FROM carbon.meter_hourly").fetchone()
         if args.months > 1:   # split on a month boundary: the halves share no rollup bucket
             mid = add_months(START, args.months // 2)
-            seconds, rows = timed_run(url, [(START, mid), (mid, end)])
-            print(f"carbon, two connections:  {rows:,} interval rows in {seconds:.1f} s "
-                  f"({rows / seconds:,.0f} rows/s)")
+            seconds, rows = timed_run(url, [(START, mid, None), (mid, end, None)])
+            print(f"carbon, two connections by time:   {rows:,} intervals in {seconds:.1f} s "
+                  f"({rows / seconds:,.0f} intervals/s)")
         with psycopg.connect(url) as conn:
-            again = conn.execute("SELECT count(*), sum(kgco2e_location::numeric)::float, "
-                                 "sum(kgco2e_market::numeric)::float FROM carbon.meter_emission").fetchone()
-            monthly = conn.execute("SELECT count(*), sum(kgco2e_location)::float FROM carbon.meter_monthly").fetchone()
-            size = conn.execute("SELECT pg_size_pretty(hypertable_size('carbon.meter_emission'))").fetchone()[0]
-        print(f"rows {again[0]:,}; location {again[1]:,.0f} kgCO2e, market {again[2]:,.0f} kgCO2e; "
-              f"monthly rollup rows {monthly[0]:,} (location {monthly[1]:,.0f}); table size {size}")
+            ids = [r[0] for r in conn.execute("SELECT id FROM config.meter ORDER BY id")]
+        seconds, rows = timed_run(url, [(START, end, ids[0::2]), (START, end, ids[1::2])])
+        print(f"carbon, two connections by meter:  {rows:,} intervals in {seconds:.1f} s "
+              f"({rows / seconds:,.0f} intervals/s)")
+        with psycopg.connect(url) as conn:
+            again = conn.execute("SELECT count(*), sum(kgco2e_location), sum(kgco2e_market) "
+                                 "FROM carbon.meter_hourly").fetchone()
+            assert again == first, (first, again)
+            monthly = conn.execute("SELECT count(*), sum(kgco2e_location)::float, sum(kgco2e_market)::float "
+                                   "FROM carbon.meter_monthly").fetchone()
+            sample = ids[:3] + ids[-2:]
+            view = conn.execute("SELECT meter_id, sum(kgco2e_location), sum(kgco2e_market) FROM carbon.meter_emission "
+                                "WHERE meter_id = ANY (%s) GROUP BY 1 ORDER BY 1", (sample,)).fetchall()
+            rolled = conn.execute("SELECT meter_id, sum(kgco2e_location), sum(kgco2e_market) FROM carbon.meter_monthly "
+                                  "WHERE meter_id = ANY (%s) GROUP BY 1 ORDER BY 1", (sample,)).fetchall()
+            assert view == rolled, (view, rolled)
+            size = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('carbon.meter_hourly') "
+                                "+ pg_total_relation_size('carbon.meter_daily') "
+                                "+ pg_total_relation_size('carbon.meter_monthly'))").fetchone()[0]
+        print(f"hourly rows {again[0]:,}; location {monthly[1]:,.0f} kgCO2e, market {monthly[2]:,.0f} kgCO2e; "
+              f"monthly rollup rows {monthly[0]:,}; {len(sample)} meters' months equal their intervals' sums; "
+              f"rollup tables {size}")
     finally:
         if not args.keep:
             with psycopg.connect(server, autocommit=True) as c:

@@ -1,8 +1,9 @@
-"""Carbon stage: 15-minute emissions (location- and market-based kgCO2e, kgce) per meter,
-then the carbon rollups, after the energy rollups.
+"""Carbon stage: location- and market-based kgCO2e and kgce per meter in hourly, daily
+and monthly rollups, after the energy rollups (the hourly one is read).
 
-Set-based SQL (carbon.compute_emissions) deletes and rewrites each span, so a rerun
-gives the same rows. Incremental work is the meter entries of the dirty-range log after
+The 15-minute emissions are a view (carbon.meter_emission); the stage recomputes the
+rollups over each span with set-based SQL (carbon.refresh_meter_rollup), deleting and
+rewriting them, so a rerun gives the same rows. Incremental work is the meter entries of the dirty-range log after
 this stage's cursor: intervals the earlier stages wrote, and the spans the carbon
 triggers log when a factor, an intensity value, a region or a kgce factor changes. The
 carbon rollups follow the energy rollups' zone; if those were rebuilt in another zone,
@@ -32,8 +33,8 @@ def _spans(ranges: list[DirtyRange]) -> list[tuple[dt.datetime, dt.datetime, lis
 
 
 def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None) -> int:
-    """Recompute emissions over [start, end) for every meter, or incrementally over the
-    dirty ranges (both None). Returns the interval rows written."""
+    """Recompute carbon over [start, end) for every meter, or incrementally over the
+    dirty ranges (both None). Returns the 15-minute intervals recomputed."""
     if (start is None) != (end is None):
         raise ValueError("give both start and end, or neither")
     if start is not None and start >= end:

@@ -11,18 +11,19 @@
 --                       minutes): kgCO2e/kWh. Written by `wattline carbon intensity
 --                       import`; read by jobs.carbon, where it takes precedence over the
 --                       static factors.
--- carbon.meter_emission hypertable, one row per meter and 15-minute interval (UTC start)
---                       for meters whose category is in the inventory (has a factor or a
---                       series): scope, location- and market-based kgCO2e, kgce, the
---                       factors used and flags. Written by jobs.carbon only; read by the
---                       rollups and reports.
--- carbon.meter_hourly / meter_daily / meter_monthly: per meter, scope and local bucket of
---                       the energy rollups' reporting zone; one definition
---                       (carbon.rollup_definition), a continuous aggregate on the
---                       Community edition, else a table refreshed by
---                       carbon.refresh_meter_rollup — the same scheme as
---                       sql/energy_rollups.sql. Read by the api views api.carbon_hourly,
---                       api.carbon_daily and api.carbon_monthly.
+-- carbon.meter_emission view, one row per meter and 15-minute interval (UTC start) of
+--                       energy.meter_interval for meters whose category is in the inventory
+--                       (has a factor or a series): scope, location- and market-based
+--                       kgCO2e, kgce (numeric), the factors used and flags, computed on read
+--                       from the current factors. Read by reports (15-minute resolution)
+--                       and by the definition of the rollups.
+-- carbon.meter_hourly / meter_daily / meter_monthly: tables per meter, scope and local
+--                       bucket of the energy rollups' reporting zone; one definition
+--                       (carbon.rollup_definition: sums over carbon.meter_emission), filled
+--                       by jobs.carbon through carbon.refresh_meter_rollup from the hourly
+--                       energy rollup and the factor timeline (carbon.factor_timeline),
+--                       the same rows on both editions. Read by the api views
+--                       api.carbon_hourly, api.carbon_daily and api.carbon_monthly.
 --
 -- Triggers log meter dirty ranges (reason 'carbon: …') when a factor, an intensity value,
 -- a region assignment or a category's kgce factor changes, bounded by the data that
@@ -79,22 +80,6 @@ CREATE TABLE carbon.grid_intensity (
         DEFERRABLE INITIALLY DEFERRED
 );
 
-CREATE TABLE carbon.meter_emission (
-    meter_id           integer          NOT NULL,
-    ts                 timestamptz      NOT NULL,
-    scope              smallint         NOT NULL,
-    kgco2e_location    double precision,
-    kgco2e_market      double precision,
-    kgce               double precision,
-    location_factor_id integer,          -- config.emission_factor used (NULL: series or none)
-    market_factor_id   integer,
-    flags              integer          NOT NULL DEFAULT 0,
-    CHECK (extract(epoch FROM ts)::bigint % 900 = 0)
-);
-SELECT create_hypertable('carbon.meter_emission', by_range('ts', INTERVAL '7 days'),
-                         create_default_indexes => false);
-CREATE UNIQUE INDEX meter_emission_meter_ts_uq ON carbon.meter_emission (meter_id, ts);
-
 CREATE TABLE carbon.flag (
     bit         integer PRIMARY KEY,
     name        text NOT NULL UNIQUE,
@@ -134,120 +119,129 @@ FROM config.energy_category c
 WHERE EXISTS (SELECT 1 FROM config.emission_factor f WHERE f.category_id = c.id)
    OR EXISTS (SELECT 1 FROM carbon.grid_intensity g WHERE g.category_id = c.id);
 
+-- The meters in the carbon inventory: category, grid region (rkey: 0 for none), scope,
+-- coal-equivalent factor.
+CREATE VIEW carbon.meter_carbon AS
+SELECT mt.id AS meter_id, mt.category_id, r.region_id, coalesce(r.region_id, 0) AS rkey, cs.scope,
+       c.kgce_factor
+FROM config.meter mt
+JOIN config.energy_category c ON c.id = mt.category_id
+JOIN carbon.category_scope cs ON cs.category_id = mt.category_id
+JOIN carbon.meter_region r ON r.meter_id = mt.id;
+
 -- Interval emissions ----------------------------------------------------------------------
--- Recompute carbon.meter_emission for the given meters (NULL: all) over [p_start, p_end):
--- delete what is there, insert from energy.meter_interval. Returns rows written.
---
--- The static factors are first resolved into a factor timeline: per (category, region)
--- of the meters concerned, [lo, hi) segments cut at every factor boundary, each with
--- the location- and market-based factor that applies (the region's own, else the one
--- without region). The intervals then join that small table once, by (category,
--- region) and range; the intensity series, cut into quarter hours and pivoted by basis,
--- are joined only when some series overlaps the span.
-CREATE FUNCTION carbon.compute_emissions(p_start timestamptz, p_end timestamptz,
-                                         p_meter_ids integer[] DEFAULT NULL)
-RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE
-    n          bigint;
-    has_series boolean;
-BEGIN
-    DELETE FROM carbon.meter_emission e
-    WHERE e.ts >= p_start AND e.ts < p_end AND (p_meter_ids IS NULL OR e.meter_id = ANY (p_meter_ids));
+-- carbon.meter_emission: the rule of docs/carbon.md, interval by interval, over
+-- energy.meter_interval and the current factors and series. A view, not a table: the
+-- stage materialises only the rollups (35 M interval rows a year for 1,000 meters cost
+-- more to write than everything else). kgCO2e and kgce are numeric products
+-- (energy::numeric × factor), so the rollups, sums of them, are exact and do not depend
+-- on summation order. Predicates on meter_id and ts reach the interval hypertable's index.
+CREATE VIEW carbon.meter_emission AS
+SELECT i.meter_id, i.ts, m.scope,
+       i.energy::numeric * coalesce(gl.k, lf.k) AS kgco2e_location,
+       i.energy::numeric * coalesce(gm.k, mf.k, gl.k, lf.k) AS kgco2e_market,
+       i.energy::numeric * m.kgce_factor AS kgce,
+       CASE WHEN gl.k IS NULL THEN lf.id END AS location_factor_id,
+       CASE WHEN gm.k IS NULL THEN mf.id END AS market_factor_id,
+       (CASE WHEN gl.k IS NOT NULL THEN 1 ELSE 0 END)
+       | (CASE WHEN gm.k IS NOT NULL THEN 2 ELSE 0 END)
+       | (CASE WHEN gm.k IS NULL AND mf.k IS NULL THEN 4 ELSE 0 END)
+       | (CASE WHEN (gl.k IS NULL AND lf.dflt) OR (gm.k IS NULL AND mf.dflt) THEN 8 ELSE 0 END)
+       | (CASE WHEN gl.k IS NULL AND lf.k IS NULL THEN 16 ELSE 0 END)
+       | (CASE WHEN i.energy IS NULL THEN 32 ELSE 0 END)
+       | (CASE WHEN m.region_id IS NULL THEN 64 ELSE 0 END) AS flags
+FROM energy.meter_interval i
+JOIN carbon.meter_carbon m ON m.meter_id = i.meter_id
+LEFT JOIN LATERAL (   -- periods are at most an hour long: the index range stays short
+    SELECT g.kgco2e_per_kwh AS k FROM carbon.grid_intensity g
+    WHERE g.region_id = m.region_id AND g.category_id = m.category_id AND g.basis = 'location'
+      AND g.ts <= i.ts AND g.ts > i.ts - INTERVAL '1 hour' AND g.ts_end > i.ts) gl ON true
+LEFT JOIN LATERAL (
+    SELECT g.kgco2e_per_kwh AS k FROM carbon.grid_intensity g
+    WHERE g.region_id = m.region_id AND g.category_id = m.category_id AND g.basis = 'market'
+      AND g.ts <= i.ts AND g.ts > i.ts - INTERVAL '1 hour' AND g.ts_end > i.ts) gm ON true
+LEFT JOIN LATERAL (   -- the region's own factor, else the one without region
+    SELECT f.id, f.kgco2e_per_unit AS k, f.region_id IS NULL AS dflt FROM config.emission_factor f
+    WHERE f.category_id = m.category_id AND f.basis = 'location'
+      AND (f.region_id = m.region_id OR f.region_id IS NULL) AND f.valid_from <= i.ts AND f.valid_to > i.ts
+    ORDER BY f.region_id IS NULL LIMIT 1) lf ON true
+LEFT JOIN LATERAL (
+    SELECT f.id, f.kgco2e_per_unit AS k, f.region_id IS NULL AS dflt FROM config.emission_factor f
+    WHERE f.category_id = m.category_id AND f.basis = 'market'
+      AND (f.region_id = m.region_id OR f.region_id IS NULL) AND f.valid_from <= i.ts AND f.valid_to > i.ts
+    ORDER BY f.region_id IS NULL LIMIT 1) mf ON true;
 
-    has_series := EXISTS (SELECT 1 FROM carbon.grid_intensity gi WHERE gi.ts < p_end AND gi.ts_end > p_start);
-
-    EXECUTE format($q$
-    INSERT INTO carbon.meter_emission (meter_id, ts, scope, kgco2e_location, kgco2e_market, kgce,
-                                       location_factor_id, market_factor_id, flags)
-    WITH m AS MATERIALIZED (
-        SELECT mt.id AS meter_id, mt.category_id, r.region_id, coalesce(r.region_id, 0) AS rkey, cs.scope,
-               c.kgce_factor::double precision AS kgce_factor
-        FROM config.meter mt
-        JOIN config.energy_category c ON c.id = mt.category_id
-        JOIN carbon.category_scope cs ON cs.category_id = mt.category_id
-        JOIN carbon.meter_region r ON r.meter_id = mt.id
-        WHERE $3::integer[] IS NULL OR mt.id = ANY ($3)
+-- The factor timeline over [p_lo, p_hi) (finite) for the (category, region) pairs of the
+-- given meters (NULL: all): [lo, hi) segments cut at every factor validity boundary and
+-- every intensity period boundary, each with what applies throughout it — the static
+-- factors (region's own, else without region: *_default) with their ids, the intensity
+-- values, and the resulting per-unit factors lk (location) and mk (market) and the
+-- flags they imply (all but energy_missing and no_region, which depend on the meter
+-- and the interval). A few rows per pair without series, one per period with series.
+CREATE FUNCTION carbon.factor_timeline(p_lo timestamptz, p_hi timestamptz, p_meter_ids integer[] DEFAULT NULL)
+RETURNS TABLE (category_id integer, region_id integer, rkey integer, lo timestamptz, hi timestamptz,
+               lf_id integer, mf_id integer, gl_k numeric, gm_k numeric, lk numeric, mk numeric, sflags integer)
+LANGUAGE sql STABLE AS $$
+    WITH grp AS (
+        SELECT DISTINCT m.category_id, m.region_id, m.rkey FROM carbon.meter_carbon m
+        WHERE p_meter_ids IS NULL OR m.meter_id = ANY (p_meter_ids)
     ),
-    grp AS (SELECT DISTINCT category_id, region_id, rkey FROM m),
-    cuts AS (   -- every factor boundary inside the span, and the span's ends
+    cuts AS (
         SELECT g.category_id, g.region_id, g.rkey, c.t
         FROM grp g
         CROSS JOIN LATERAL (
-            SELECT $1 AS t
-            UNION SELECT $2
+            SELECT p_lo AS t
+            UNION SELECT p_hi
             UNION SELECT b.t FROM config.emission_factor f, LATERAL (VALUES (f.valid_from), (f.valid_to)) b(t)
                   WHERE f.category_id = g.category_id AND (f.region_id = g.region_id OR f.region_id IS NULL)
-                    AND b.t > $1 AND b.t < $2
+                    AND b.t > p_lo AND b.t < p_hi
+            UNION SELECT b.t FROM carbon.grid_intensity gi, LATERAL (VALUES (gi.ts), (gi.ts_end)) b(t)
+                  WHERE gi.region_id = g.region_id AND gi.category_id = g.category_id
+                    AND gi.ts < p_hi AND gi.ts_end > p_lo AND b.t > p_lo AND b.t < p_hi
         ) c
     ),
     seg AS (
-        SELECT category_id, region_id, rkey, t AS lo,
-               lead(t) OVER (PARTITION BY category_id, rkey ORDER BY t) AS hi
-        FROM cuts
+        SELECT c.category_id, c.region_id, c.rkey, c.t AS lo,
+               lead(c.t) OVER (PARTITION BY c.category_id, c.rkey ORDER BY c.t) AS hi
+        FROM cuts c
     ),
-    tl AS MATERIALIZED (   -- the factor timeline: one row per segment
-        SELECT s.category_id, s.rkey, s.lo, s.hi,
-               coalesce(lr.id, ld.id) AS lf_id, coalesce(lr.k, ld.k) AS lf_k,
-               (lr.id IS NULL AND ld.id IS NOT NULL) AS l_default,
-               coalesce(mr.id, md.id) AS mf_id, coalesce(mr.k, md.k) AS mf_k,
-               (mr.id IS NULL AND md.id IS NOT NULL) AS m_default
+    st AS (
+        SELECT s.category_id, s.region_id, s.rkey, s.lo, s.hi,
+               lf.id AS lf_id, lf.k AS lf_k, lf.dflt AS l_default,
+               mf.id AS mf_id, mf.k AS mf_k, mf.dflt AS m_default, gl.k AS gl_k, gm.k AS gm_k
         FROM seg s
-        LEFT JOIN LATERAL (SELECT f.id, f.kgco2e_per_unit::double precision AS k FROM config.emission_factor f
-                           WHERE f.basis = 'location' AND f.category_id = s.category_id AND f.region_id = s.region_id
-                             AND f.valid_from <= s.lo AND f.valid_to > s.lo) lr ON true
-        LEFT JOIN LATERAL (SELECT f.id, f.kgco2e_per_unit::double precision AS k FROM config.emission_factor f
-                           WHERE f.basis = 'location' AND f.category_id = s.category_id AND f.region_id IS NULL
-                             AND f.valid_from <= s.lo AND f.valid_to > s.lo) ld ON true
-        LEFT JOIN LATERAL (SELECT f.id, f.kgco2e_per_unit::double precision AS k FROM config.emission_factor f
-                           WHERE f.basis = 'market' AND f.category_id = s.category_id AND f.region_id = s.region_id
-                             AND f.valid_from <= s.lo AND f.valid_to > s.lo) mr ON true
-        LEFT JOIN LATERAL (SELECT f.id, f.kgco2e_per_unit::double precision AS k FROM config.emission_factor f
-                           WHERE f.basis = 'market' AND f.category_id = s.category_id AND f.region_id IS NULL
-                             AND f.valid_from <= s.lo AND f.valid_to > s.lo) md ON true
+        LEFT JOIN LATERAL (
+            SELECT g.kgco2e_per_kwh AS k FROM carbon.grid_intensity g
+            WHERE g.region_id = s.region_id AND g.category_id = s.category_id AND g.basis = 'location'
+              AND g.ts <= s.lo AND g.ts > s.lo - INTERVAL '1 hour' AND g.ts_end > s.lo) gl ON true
+        LEFT JOIN LATERAL (
+            SELECT g.kgco2e_per_kwh AS k FROM carbon.grid_intensity g
+            WHERE g.region_id = s.region_id AND g.category_id = s.category_id AND g.basis = 'market'
+              AND g.ts <= s.lo AND g.ts > s.lo - INTERVAL '1 hour' AND g.ts_end > s.lo) gm ON true
+        LEFT JOIN LATERAL (
+            SELECT f.id, f.kgco2e_per_unit AS k, f.region_id IS NULL AS dflt FROM config.emission_factor f
+            WHERE f.category_id = s.category_id AND f.basis = 'location'
+              AND (f.region_id = s.region_id OR f.region_id IS NULL) AND f.valid_from <= s.lo AND f.valid_to > s.lo
+            ORDER BY f.region_id IS NULL LIMIT 1) lf ON true
+        LEFT JOIN LATERAL (
+            SELECT f.id, f.kgco2e_per_unit AS k, f.region_id IS NULL AS dflt FROM config.emission_factor f
+            WHERE f.category_id = s.category_id AND f.basis = 'market'
+              AND (f.region_id = s.region_id OR f.region_id IS NULL) AND f.valid_from <= s.lo AND f.valid_to > s.lo
+            ORDER BY f.region_id IS NULL LIMIT 1) mf ON true
         WHERE s.hi IS NOT NULL
-    ),
-    g AS MATERIALIZED (   -- intensity periods cut into quarter hours, both bases on one row
-        SELECT gi.region_id, gi.category_id, q.ts,
-               max(gi.kgco2e_per_kwh::double precision) FILTER (WHERE gi.basis = 'location') AS gl_k,
-               max(gi.kgco2e_per_kwh::double precision) FILTER (WHERE gi.basis = 'market') AS gm_k
-        FROM carbon.grid_intensity gi
-        CROSS JOIN LATERAL generate_series(gi.ts, gi.ts_end - INTERVAL '15 minutes', INTERVAL '15 minutes') q(ts)
-        WHERE gi.ts < $2 AND gi.ts_end > $1
-        GROUP BY gi.region_id, gi.category_id, q.ts
-    ),
-    x AS (
-        SELECT i.meter_id, i.ts, i.energy, m.scope, m.kgce_factor, m.region_id,
-               %1$s, tl.lf_id, tl.lf_k, tl.l_default, tl.mf_id, tl.mf_k, tl.m_default
-        FROM energy.meter_interval i
-        JOIN m ON m.meter_id = i.meter_id
-        JOIN tl ON tl.category_id = m.category_id AND tl.rkey = m.rkey AND i.ts >= tl.lo AND i.ts < tl.hi
-        %2$s
-        WHERE i.ts >= $1 AND i.ts < $2 AND ($3::integer[] IS NULL OR i.meter_id = ANY ($3))
     )
-    SELECT meter_id, ts, scope,
-           energy * coalesce(gl_k, lf_k),
-           energy * coalesce(gm_k, mf_k, gl_k, lf_k),
-           energy * kgce_factor,
-           CASE WHEN gl_k IS NULL THEN lf_id END,
-           CASE WHEN gm_k IS NULL THEN mf_id END,
+    SELECT category_id, region_id, rkey, lo, hi,
+           CASE WHEN gl_k IS NULL THEN lf_id END, CASE WHEN gm_k IS NULL THEN mf_id END, gl_k, gm_k,
+           coalesce(gl_k, lf_k), coalesce(gm_k, mf_k, gl_k, lf_k),
            (CASE WHEN gl_k IS NOT NULL THEN 1 ELSE 0 END)
            | (CASE WHEN gm_k IS NOT NULL THEN 2 ELSE 0 END)
            | (CASE WHEN gm_k IS NULL AND mf_k IS NULL THEN 4 ELSE 0 END)
            | (CASE WHEN (gl_k IS NULL AND l_default) OR (gm_k IS NULL AND m_default) THEN 8 ELSE 0 END)
            | (CASE WHEN gl_k IS NULL AND lf_k IS NULL THEN 16 ELSE 0 END)
-           | (CASE WHEN energy IS NULL THEN 32 ELSE 0 END)
-           | (CASE WHEN region_id IS NULL THEN 64 ELSE 0 END)
-    FROM x
-    ORDER BY meter_id, ts   -- index order: the unique index is filled page by page$q$,
-        CASE WHEN has_series THEN 'g.gl_k, g.gm_k' ELSE 'NULL::double precision AS gl_k, NULL::double precision AS gm_k' END,
-        CASE WHEN has_series THEN 'LEFT JOIN g ON g.region_id = m.region_id AND g.category_id = m.category_id AND g.ts = i.ts'
-             ELSE '' END)
-    USING p_start, p_end, p_meter_ids;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    RETURN n;
-END $$;
+    FROM st
+$$;
 
--- Rollups (same scheme as sql/energy_rollups.sql) ---------------------------------------
+-- Rollups ----------------------------------------------------------------------------------
 -- The zone and hour origin the carbon rollups were built with (copied from
 -- energy.rollup_setting; jobs.carbon rebuilds them when the energy rollups move zone).
 CREATE TABLE carbon.rollup_setting (
@@ -264,8 +258,13 @@ LANGUAGE sql IMMUTABLE AS $$
                             WHEN 'month' THEN 'meter_monthly' END
 $$;
 
--- THE definition of each carbon rollup: numeric sums (identical on both materialisations),
--- hours by a fixed origin, days and months in the zone, months hierarchical on days.
+-- THE definition of each carbon rollup: per meter, scope and bucket, the sums of the
+-- interval emissions (numeric), the intervals present and the union of their flags;
+-- hours by the energy rollups' fixed origin, days and months in their zone, months from
+-- days. The rollups are tables on both editions (their source is a view joining factors,
+-- which a continuous aggregate cannot follow); carbon.refresh_meter_rollup fills hours and
+-- days by a faster route that gives exactly these rows (tests/test_carbon_rollups.py),
+-- and months with this very SELECT.
 CREATE FUNCTION carbon.rollup_definition(granularity text, zone text, origin timestamptz,
                                          filter text DEFAULT '')
 RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
@@ -273,9 +272,9 @@ BEGIN
     IF granularity IN ('hour', 'day') THEN
         RETURN format($q$SELECT meter_id, scope,
        %1$s AS bucket,
-       sum(kgco2e_location::numeric) AS kgco2e_location,
-       sum(kgco2e_market::numeric) AS kgco2e_market,
-       sum(kgce::numeric) AS kgce,
+       sum(kgco2e_location) AS kgco2e_location,
+       sum(kgco2e_market) AS kgco2e_market,
+       sum(kgce) AS kgce,
        count(*) AS intervals,
        bit_or(flags) AS flags
 FROM carbon.meter_emission %2$s
@@ -331,15 +330,14 @@ CROSS JOIN carbon.rollup_setting s$v$,
     END LOOP;
 END $$;
 
--- (Re)create the carbon rollups, empty, in the energy rollups' zone and hour origin:
--- continuous aggregates where the edition has them, else tables. Returns the
--- materialisation. The caller fills them (app.carbon.rebuild_rollups).
+-- (Re)create the carbon rollups, empty tables, in the energy rollups' zone and hour
+-- origin. Returns the materialisation ('table'). The caller fills them
+-- (app.carbon.rebuild_rollups).
 CREATE FUNCTION carbon.build_meter_rollups() RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
-    e    energy.rollup_setting;
-    kind text := energy.rollup_materialisation();
-    g    text;
+    e energy.rollup_setting;
+    g text;
 BEGIN
     SELECT * INTO e FROM energy.rollup_setting;
     IF e.reporting_timezone IS NULL THEN
@@ -347,19 +345,179 @@ BEGIN
     END IF;
     PERFORM carbon.drop_meter_rollups();
     INSERT INTO carbon.rollup_setting (reporting_timezone, hour_origin, materialisation)
-    VALUES (e.reporting_timezone, e.hour_origin, kind);
+    VALUES (e.reporting_timezone, e.hour_origin, 'table');
     FOREACH g IN ARRAY ARRAY['hour', 'day', 'month'] LOOP
         PERFORM energy.create_rollup_object('carbon', carbon.rollup_object(g),
                                             carbon.rollup_definition(g, e.reporting_timezone, e.hour_origin),
-                                            kind, 'meter_id, scope, bucket');
+                                            'table', 'meter_id, scope, bucket');
     END LOOP;
     PERFORM carbon.create_api_views();
-    RETURN kind;
+    RETURN 'table';
 END $$;
 
--- Table path: recompute one rollup's buckets lying wholly inside [p_start, p_end) for the
--- given meters (NULL: all); the window shrinks inward to whole buckets, as
--- refresh_continuous_aggregate does. Callers widen outward first (app.carbon).
+-- [lo, hi) clamped to the span of the meters' hourly energy when a bound is infinite.
+CREATE FUNCTION carbon.data_window(p_lo timestamptz, p_hi timestamptz, p_meter_ids integer[],
+                                   OUT lo timestamptz, OUT hi timestamptz)
+LANGUAGE plpgsql STABLE AS $$
+BEGIN
+    lo := p_lo;
+    hi := p_hi;
+    IF isfinite(lo) AND isfinite(hi) THEN
+        RETURN;
+    END IF;
+    SELECT greatest(lo, min(h.bucket)), least(hi, max(h.bucket) + INTERVAL '1 hour') INTO lo, hi
+    FROM energy.meter_hourly h
+    WHERE h.bucket >= p_lo AND h.bucket < p_hi AND (p_meter_ids IS NULL OR h.meter_id = ANY (p_meter_ids));
+END $$;
+
+-- Hourly rollup, buckets wholly inside [p_start, p_end), for the given meters (NULL: all).
+-- An hour in which the factor timeline does not change is the meter's hourly energy
+-- (energy.meter_hourly: sum(energy::numeric)) times the factors: exactly the sum of the
+-- interval products, without reading the intervals. Hours with a timeline boundary
+-- inside (a factor change off the hour, 15/30-minute series, an hour origin at :30 with
+-- hourly series) are summed from the intervals, each priced by its own segment. Reads
+-- energy.meter_hourly, so the energy rollups must be current over the range (jobs.carbon
+-- runs after jobs.rollups). Returns the intervals covered.
+CREATE FUNCTION carbon.refresh_hourly(p_start timestamptz, p_end timestamptz, p_meter_ids integer[])
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    s  carbon.rollup_setting;
+    lo timestamptz;
+    hi timestamptz;
+    n  bigint;
+BEGIN
+    SELECT * INTO s FROM carbon.rollup_setting;
+    lo := energy.bucket_ceil('hour', p_start, s.reporting_timezone, s.hour_origin);
+    hi := energy.bucket_start('hour', p_end, s.reporting_timezone, s.hour_origin);
+    IF lo >= hi THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM carbon.meter_hourly
+    WHERE bucket >= lo AND bucket < hi AND (p_meter_ids IS NULL OR meter_id = ANY (p_meter_ids));
+    SELECT w.lo, w.hi INTO lo, hi FROM carbon.data_window(lo, hi, p_meter_ids) w;
+    IF lo IS NULL OR lo >= hi THEN
+        RETURN 0;
+    END IF;
+
+    DROP TABLE IF EXISTS pg_temp.carbon_tl, pg_temp.carbon_hour, pg_temp.carbon_quarter, pg_temp.carbon_m;
+    CREATE TEMP TABLE carbon_m AS
+        SELECT m.*, CASE WHEN m.region_id IS NULL THEN 64 ELSE 0 END AS mflags FROM carbon.meter_carbon m
+        WHERE p_meter_ids IS NULL OR m.meter_id = ANY (p_meter_ids);
+    CREATE TEMP TABLE carbon_tl AS
+        SELECT t.*, energy.bucket_ceil('hour', t.lo, s.reporting_timezone, s.hour_origin) AS hour_ceil,
+               energy.bucket_start('hour', t.hi, s.reporting_timezone, s.hour_origin) AS hour_floor,
+               CASE WHEN time_bucket(INTERVAL '15 minutes', t.lo) = t.lo THEN t.lo
+                    ELSE time_bucket(INTERVAL '15 minutes', t.lo) + INTERVAL '15 minutes' END AS q_ceil
+        FROM carbon.factor_timeline(lo, hi, p_meter_ids) t;
+    -- Whole hours inside one segment.
+    CREATE TEMP TABLE carbon_hour AS
+        SELECT t.category_id, t.rkey, b.bucket, t.lk, t.mk, t.sflags
+        FROM carbon_tl t
+        CROSS JOIN LATERAL generate_series(t.hour_ceil, t.hi - INTERVAL '1 hour', INTERVAL '1 hour') b(bucket);
+    -- The quarter hours of the other hours, each with its segment: those before the
+    -- segment's first whole hour and those after its last.
+    CREATE TEMP TABLE carbon_quarter AS
+        SELECT DISTINCT t.category_id, t.rkey, q.ts,
+               time_bucket(INTERVAL '1 hour', q.ts, origin => s.hour_origin) AS bucket, t.lk, t.mk, t.sflags
+        FROM carbon_tl t
+        CROSS JOIN LATERAL (
+            SELECT generate_series(t.q_ceil, least(t.hi, t.hour_ceil) - INTERVAL '1 microsecond',
+                                   INTERVAL '15 minutes') AS ts
+            UNION ALL
+            SELECT generate_series(greatest(t.q_ceil, t.hour_floor), t.hi - INTERVAL '1 microsecond',
+                                   INTERVAL '15 minutes')
+            WHERE t.hour_floor >= t.hour_ceil
+        ) q;
+    ANALYZE carbon_m, carbon_hour, carbon_quarter;
+
+    WITH ins AS (
+        INSERT INTO carbon.meter_hourly (meter_id, scope, bucket, kgco2e_location, kgco2e_market, kgce, intervals, flags)
+        SELECT h.meter_id, m.scope, h.bucket, h.energy * c.lk, h.energy * c.mk, h.energy * m.kgce_factor,
+               h.intervals, c.sflags | m.mflags | CASE WHEN h.valued < h.intervals THEN 32 ELSE 0 END
+        FROM energy.meter_hourly h
+        JOIN carbon_m m ON m.meter_id = h.meter_id
+        JOIN carbon_hour c ON c.category_id = m.category_id AND c.rkey = m.rkey AND c.bucket = h.bucket
+        WHERE h.bucket >= lo AND h.bucket < hi AND (p_meter_ids IS NULL OR h.meter_id = ANY (p_meter_ids))
+        ORDER BY 1, 2, 3   -- primary-key order: the index fills page by page
+        RETURNING intervals)
+    SELECT coalesce(sum(intervals), 0) INTO n FROM ins;
+
+    IF EXISTS (SELECT 1 FROM carbon_quarter) THEN
+        WITH ins AS (
+            INSERT INTO carbon.meter_hourly (meter_id, scope, bucket, kgco2e_location, kgco2e_market, kgce, intervals, flags)
+            SELECT i.meter_id, m.scope, c.bucket, sum(i.energy::numeric * c.lk), sum(i.energy::numeric * c.mk),
+                   sum(i.energy::numeric * m.kgce_factor), count(*),
+                   bit_or(c.sflags | m.mflags | CASE WHEN i.energy IS NULL THEN 32 ELSE 0 END)
+            FROM energy.meter_interval i
+            JOIN carbon_m m ON m.meter_id = i.meter_id
+            JOIN carbon_quarter c ON c.category_id = m.category_id AND c.rkey = m.rkey AND c.ts = i.ts
+            WHERE i.ts >= lo AND i.ts < hi AND (p_meter_ids IS NULL OR i.meter_id = ANY (p_meter_ids))
+            GROUP BY i.meter_id, m.scope, c.bucket
+            ORDER BY 1, 2, 3
+            RETURNING intervals)
+        SELECT n + coalesce(sum(intervals), 0) INTO n FROM ins;
+    END IF;
+    DROP TABLE carbon_m, carbon_tl, carbon_hour, carbon_quarter;
+    RETURN n;
+END $$;
+
+-- Daily rollup, days wholly inside [p_start, p_end), for the given meters (NULL: all):
+-- the sum of the hourly rollup where the local day is a whole number of hour buckets
+-- (every zone whose offsets differ by whole hours), else summed from the intervals.
+CREATE FUNCTION carbon.refresh_daily(p_start timestamptz, p_end timestamptz, p_meter_ids integer[])
+RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    s     carbon.rollup_setting;
+    lo    timestamptz;
+    hi    timestamptz;
+    n     bigint;
+    split timestamptz[];
+BEGIN
+    SELECT * INTO s FROM carbon.rollup_setting;
+    lo := energy.bucket_ceil('day', p_start, s.reporting_timezone, s.hour_origin);
+    hi := energy.bucket_start('day', p_end, s.reporting_timezone, s.hour_origin);
+    IF lo >= hi THEN
+        RETURN 0;
+    END IF;
+    DELETE FROM carbon.meter_daily
+    WHERE bucket >= lo AND bucket < hi AND (p_meter_ids IS NULL OR meter_id = ANY (p_meter_ids));
+    SELECT w.lo, w.hi INTO lo, hi FROM carbon.data_window(lo, hi, p_meter_ids) w;
+    IF lo IS NULL OR lo >= hi THEN
+        RETURN 0;
+    END IF;
+    lo := energy.bucket_start('day', lo, s.reporting_timezone, s.hour_origin);
+    hi := energy.bucket_ceil('day', hi, s.reporting_timezone, s.hour_origin);
+    SELECT coalesce(array_agg(d), '{}') INTO split
+    FROM (SELECT (x AT TIME ZONE s.reporting_timezone) AS d, ((x + INTERVAL '1 day') AT TIME ZONE s.reporting_timezone) AS e
+          FROM generate_series((lo AT TIME ZONE s.reporting_timezone), (hi AT TIME ZONE s.reporting_timezone) - INTERVAL '1 day',
+                               INTERVAL '1 day') x) days
+    WHERE time_bucket(INTERVAL '1 hour', d, origin => s.hour_origin) <> d
+       OR time_bucket(INTERVAL '1 hour', e, origin => s.hour_origin) <> e;
+
+    INSERT INTO carbon.meter_daily (meter_id, scope, bucket, kgco2e_location, kgco2e_market, kgce, intervals, flags)
+    SELECT meter_id, scope, time_bucket(INTERVAL '1 day', bucket, s.reporting_timezone),
+           sum(kgco2e_location), sum(kgco2e_market), sum(kgce), sum(intervals)::bigint, bit_or(flags)
+    FROM carbon.meter_hourly
+    WHERE bucket >= lo AND bucket < hi AND (p_meter_ids IS NULL OR meter_id = ANY (p_meter_ids))
+      AND time_bucket(INTERVAL '1 day', bucket, s.reporting_timezone) <> ALL (split)
+    GROUP BY 1, 2, 3
+    ORDER BY 1, 2, 3;
+    GET DIAGNOSTICS n = ROW_COUNT;
+    IF cardinality(split) > 0 THEN
+        EXECUTE format('INSERT INTO carbon.meter_daily %s ORDER BY 1, 2, 3',
+                       carbon.rollup_definition('day', s.reporting_timezone, s.hour_origin,
+                           'WHERE ts >= $1 AND ts < $2 AND ($3::integer[] IS NULL OR meter_id = ANY ($3)) '
+                           'AND time_bucket(INTERVAL ''1 day'', ts, ' || quote_literal(s.reporting_timezone)
+                           || ') = ANY ($4)'))
+            USING lo, hi, p_meter_ids, split;
+    END IF;
+    RETURN n;
+END $$;
+
+-- Recompute one rollup's buckets lying wholly inside [p_start, p_end) for the given
+-- meters (NULL: all); the window shrinks inward to whole buckets, as
+-- refresh_continuous_aggregate does. Callers widen outward first and refresh hour, day,
+-- month in that order (app.carbon).
 CREATE FUNCTION carbon.refresh_meter_rollup(granularity text, p_start timestamptz, p_end timestamptz,
                                             p_meter_ids integer[] DEFAULT NULL)
 RETURNS bigint LANGUAGE plpgsql AS $$
@@ -368,10 +526,13 @@ DECLARE
 BEGIN
     SELECT * INTO s FROM carbon.rollup_setting;
     IF s.materialisation IS DISTINCT FROM 'table' THEN
-        RAISE EXCEPTION 'carbon.% is not a rollup table here: refresh it with '
-            'refresh_continuous_aggregate outside a transaction', carbon.rollup_object(granularity);
+        RAISE EXCEPTION 'the carbon rollups are not built: run carbon.build_meter_rollups()';
     END IF;
-    IF granularity NOT IN ('hour', 'day', 'month') THEN
+    IF granularity = 'hour' THEN
+        RETURN carbon.refresh_hourly(p_start, p_end, p_meter_ids);
+    ELSIF granularity = 'day' THEN
+        RETURN carbon.refresh_daily(p_start, p_end, p_meter_ids);
+    ELSIF granularity <> 'month' THEN
         RAISE EXCEPTION 'unknown rollup granularity %: use hour, day or month', granularity;
     END IF;
     RETURN energy.refill_rollup_table(
@@ -518,16 +679,20 @@ DROP TRIGGER IF EXISTS category_carbon_recompute ON config.energy_category;
 DROP TRIGGER IF EXISTS space_carbon_recompute ON config.space;
 DROP TRIGGER IF EXISTS meter_carbon_recompute ON config.meter;
 DROP FUNCTION IF EXISTS carbon.refresh_meter_rollup(text, timestamptz, timestamptz, integer[]);
+DROP FUNCTION IF EXISTS carbon.refresh_daily(timestamptz, timestamptz, integer[]);
+DROP FUNCTION IF EXISTS carbon.refresh_hourly(timestamptz, timestamptz, integer[]);
+DROP FUNCTION IF EXISTS carbon.data_window(timestamptz, timestamptz, integer[]);
 DROP FUNCTION IF EXISTS carbon.build_meter_rollups();
 DROP FUNCTION IF EXISTS carbon.create_api_views();
 DROP FUNCTION IF EXISTS carbon.drop_meter_rollups();
 DROP FUNCTION IF EXISTS carbon.rollup_definition(text, text, timestamptz, text);
 DROP FUNCTION IF EXISTS carbon.rollup_object(text);
 DROP TABLE IF EXISTS carbon.rollup_setting;
-DROP FUNCTION IF EXISTS carbon.compute_emissions(timestamptz, timestamptz, integer[]);
+DROP FUNCTION IF EXISTS carbon.factor_timeline(timestamptz, timestamptz, integer[]);
+DROP VIEW IF EXISTS carbon.meter_emission;
+DROP VIEW IF EXISTS carbon.meter_carbon;
 DROP FUNCTION IF EXISTS carbon.meters_of(integer, integer);
 DROP VIEW IF EXISTS carbon.category_scope, carbon.meter_region;
-DROP TABLE IF EXISTS carbon.meter_emission;
 DROP TABLE IF EXISTS carbon.grid_intensity;
 DROP TABLE IF EXISTS config.emission_factor;
 DROP FUNCTION IF EXISTS carbon.log_kgce_change(), carbon.log_space_region_change(),

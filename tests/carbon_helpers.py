@@ -1,5 +1,5 @@
 """Shared set-up for the carbon tests: categories, regions, meters and intervals written
-directly, factor files as text."""
+directly (with the energy rollups the carbon stage reads), factor files as text."""
 
 from __future__ import annotations
 
@@ -62,7 +62,13 @@ def intensity(conn, csv_text: str) -> None:
 
 def emission_rows(conn, meter_id: int) -> list[tuple]:
     return conn.execute(
-        "SELECT ts, scope, kgco2e_location, kgco2e_market, kgce, carbon.flag_names(flags) "
+        "SELECT ts, scope, kgco2e_location::float8, kgco2e_market::float8, kgce::float8, carbon.flag_names(flags) "
         "FROM carbon.meter_emission WHERE meter_id = %s ORDER BY ts",
         (meter_id,),
     ).fetchall()
+
+
+def energy_rollups(conn) -> None:
+    """Fill the energy rollups over every interval, as jobs.rollups does before jobs.carbon."""
+    for granularity in ("hour", "day", "month"):
+        conn.execute("SELECT energy.refresh_meter_rollup(%s, '-infinity', 'infinity')", (granularity,))

@@ -9,13 +9,14 @@ import pytest
 from pytest import approx
 
 from app.carbon import CarbonFileError, compute, import_factors, import_intensity, parse_factor_csv, parse_factor_yaml, _read_csv, INTENSITY_FIELDS
-from carbon_helpers import category, emission_rows, factors, intensity, intervals, meter, t
+from carbon_helpers import category, emission_rows, energy_rollups, factors, intensity, intervals, meter, t
 
 HEADER = "category,region,basis,scope,valid_from,valid_to,kgco2e_per_unit,source\n"
 
 
 def _run(conn, start="2025-01-01", end="2026-01-01"):
     with conn.transaction():
+        energy_rollups(conn)   # jobs.rollups runs before jobs.carbon
         return compute(conn, t(start), t(end))
 
 

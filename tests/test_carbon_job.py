@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pytest import approx
 
-from carbon_helpers import category, emission_rows, factors, intensity, intervals, meter, t
+from carbon_helpers import category, emission_rows, energy_rollups, factors, intensity, intervals, meter, t
 from jobs import carbon as stage
 from jobs.dirty import log_energy_change
 
@@ -14,6 +14,7 @@ HEADER = "category,region,basis,scope,valid_from,valid_to,kgco2e_per_unit,source
 
 def _run(conn, start=None, end=None):
     with conn.transaction():
+        energy_rollups(conn)   # jobs.rollups runs before jobs.carbon
         return stage.run(conn, start, end)
 
 
@@ -39,8 +40,9 @@ def test_corrected_factor_recomputes_exactly_its_period(conn):
     assert [r[2] for r in emission_rows(conn, m)] == approx([10 * 0.05] * 4 + [10 * 0.06] * 4)
 
     # Mark rows the correction must not touch: February of this meter, all of the other.
-    conn.execute("UPDATE carbon.meter_emission SET kgco2e_market = -1 "
-                 "WHERE (meter_id = %s AND ts >= '2025-02-01') OR meter_id = %s", (m, other))
+    for table in ("carbon.meter_hourly", "carbon.meter_daily"):
+        conn.execute(f"UPDATE {table} SET kgco2e_market = -1 "
+                     "WHERE (meter_id = %s AND bucket >= '2025-02-01') OR meter_id = %s", (m, other))
     conn.execute("UPDATE config.emission_factor SET kgco2e_per_unit = 0.07, source = 'grid Jan final' "
                  "WHERE source = 'grid Jan draft'")
     logged = conn.execute(
@@ -52,8 +54,12 @@ def test_corrected_factor_recomputes_exactly_its_period(conn):
     assert _run(conn) == 4
     rows = emission_rows(conn, m)
     assert [r[2] for r in rows] == approx([10 * 0.07] * 4 + [10 * 0.06] * 4)   # January 0.7 each
-    assert [r[3] for r in rows[4:]] == [-1] * 4                               # February untouched
-    assert {r[3] for r in emission_rows(conn, other)} == {-1}                  # other region untouched
+    hourly = conn.execute("SELECT meter_id, bucket, kgco2e_location::float, kgco2e_market::float "
+                          "FROM carbon.meter_hourly ORDER BY 1, 2").fetchall()
+    assert [r[2:] for r in hourly if r[0] == m and r[1] < t("2025-02-01")] == [approx((2.8, 2.8))]  # recomputed
+    assert [r[3] for r in hourly if r[0] == m and r[1] >= t("2025-02-01")] == [-1]  # February untouched
+    assert {r[3] for r in hourly if r[0] == other} == {-1}                           # other region untouched
+    assert conn.execute("SELECT count(*) FROM carbon.meter_daily WHERE kgco2e_market = -1").fetchone()[0] == 3
     months = dict(conn.execute(
         "SELECT month, kgco2e_location::float FROM api.carbon_monthly WHERE meter_id = %s ORDER BY month",
         (m,)).fetchall())
