@@ -12,6 +12,14 @@ own work: new data past its watermark plus the dirty-range entries after its cur
 (jobs.dirty.pending / advance). A stage that rewrites a meter's intervals logs that with
 jobs.dirty.log_energy_change so the stages after it follow. Run twice, it gives the same
 rows.
+
+Two optional attributes tune backfills (jobs.runner.backfill):
+
+    PARTITIONS = True              # run(conn, start, end, part=(i, n)) does the i-th of n
+                                   # disjoint shares (points or meters), so a backfill can
+                                   # run the shares of a chunk on n connections at once
+    BACKFILL_CHUNK = timedelta     # smallest useful piece of a backfill (rollups: their
+                                   # buckets are wider than a day)
 """
 
 from __future__ import annotations

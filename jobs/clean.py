@@ -17,6 +17,7 @@ import psycopg
 from jobs.dirty import advance, pending
 
 NAME = "clean"
+PARTITIONS = True   # explicit ranges split by point (jobs.base)
 
 _NEW_READINGS = """
 SELECT p.id, n.first_ts, 'infinity'::timestamptz
@@ -31,14 +32,22 @@ WHERE n.first_ts IS NOT NULL
 """
 
 
-def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None) -> int:
-    """Flag readings; returns how many readings' flags changed."""
+def run(
+    conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None,
+    *, part: tuple[int, int] | None = None,
+) -> int:
+    """Flag readings; returns how many readings' flags changed. part=(i, n): only the
+    points whose id is i modulo n (explicit ranges only)."""
     if (start is None) != (end is None):
         raise ValueError("give both start and end, or neither")
     if start is not None:
         if start >= end:
             raise ValueError(f"empty range: {start} >= {end}")
-        return clean_ranges(conn, [(pid, start, end) for (pid,) in conn.execute("SELECT id FROM config.point")])
+        i, n = part or (0, 1)
+        points = conn.execute("SELECT id FROM config.point WHERE id %% %s = %s ORDER BY id", (n, i))
+        return clean_ranges(conn, [(pid, start, end) for (pid,) in points])
+    if part:
+        raise ValueError("only explicit ranges can be split into parts")
     entries, high = pending(conn, NAME, "point", reason_not_like="clean:%")
     (touched,) = conn.execute(
         "SELECT raw.clean_ranges(array_agg(point_id), array_agg(s), array_agg(e)) FROM ("

@@ -17,6 +17,7 @@ import psycopg
 from jobs.dirty import advance, pending
 
 NAME = "normalize"
+PARTITIONS = True   # explicit ranges split by meter (jobs.base)
 
 _RANGES = "SELECT energy.normalize_ranges(%s::int[], %s::timestamptz[], %s::timestamptz[])"
 
@@ -30,16 +31,24 @@ FROM (
 """
 
 
-def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None) -> int:
-    """Write intervals; returns the interval rows written or removed."""
+def run(
+    conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None,
+    *, part: tuple[int, int] | None = None,
+) -> int:
+    """Write intervals; returns the interval rows written or removed. part=(i, n): only
+    the meters whose id is i modulo n (explicit ranges only)."""
     if (start is None) != (end is None):
         raise ValueError("give both start and end, or neither")
     if start is not None:
         if start >= end:
             raise ValueError(f"empty range: {start} >= {end}")
-        meters = [m for (m,) in conn.execute("SELECT id FROM config.meter WHERE kind = 'physical'")]
+        i, n = part or (0, 1)
+        meters = [m for (m,) in conn.execute(
+            "SELECT id FROM config.meter WHERE kind = 'physical' AND id %% %s = %s ORDER BY id", (n, i))]
         return normalize_ranges(conn, [(m, start, end) for m in meters])
 
+    if part:
+        raise ValueError("only explicit ranges can be split into parts")
     point_entries, high = pending(conn, NAME, "point")
     meter_entries, high2 = pending(conn, NAME, "meter", reason_like="config:%")
     point_work = conn.execute("SELECT * FROM energy.new_reading_work()").fetchall()

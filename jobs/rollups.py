@@ -22,6 +22,9 @@ from app.rollups import check_zone, refresh_entity_rollups, refresh_meter_rollup
 from jobs.dirty import DirtyRange, advance, merge, pending
 
 NAME = "rollups"
+# Backfills refresh a month at a time: a day at a time would rebuild each monthly bucket
+# once per day (jobs.base).
+BACKFILL_CHUNK = dt.timedelta(days=31)
 
 
 def _spans(ranges: list[DirtyRange]) -> list[tuple[dt.datetime, dt.datetime, list[int] | None]]:

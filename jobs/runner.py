@@ -23,9 +23,11 @@ from __future__ import annotations
 import datetime as dt
 import importlib
 import logging
+import os
 import signal
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
@@ -92,12 +94,17 @@ def run_stage(
     end: dt.datetime | None = None,
     *,
     wait: bool = False,
+    part: tuple[int, int] | None = None,
+    locked_by_caller: bool = False,
 ) -> StageResult:
     """Run one stage once in its own transaction and record it in ops.job_run.
 
     conn must be in autocommit mode (the job_run row commits on its own). With wait=False
     a stage another runner holds is recorded as 'skipped'; with wait=True (backfill) the
-    run waits for the lock. Stage errors are recorded and returned, not raised; a lost
+    run waits for the lock. locked_by_caller: a backfill coordinator already holds the
+    stage's lock for this run and its siblings (parts of the same chunk on other
+    connections). part=(i, n) asks a partitionable stage for its i-th of n disjoint
+    shares of the work. Stage errors are recorded and returned, not raised; a lost
     database connection is raised (nothing can be recorded then).
     """
     if not conn.autocommit:
@@ -110,7 +117,9 @@ def run_stage(
     result = StageResult(stage.NAME, "ok", job_run_id=job_id)
     try:
         with conn.transaction():
-            if wait:
+            if locked_by_caller:
+                locked = True
+            elif wait:
                 conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, stage.NAME))
                 locked = True
             else:
@@ -118,7 +127,8 @@ def run_stage(
                     "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, stage.NAME)
                 ).fetchone()
             if locked:
-                result.rows = int(stage.run(conn, start, end) or 0)
+                rows = stage.run(conn, start, end, part=part) if part else stage.run(conn, start, end)
+                result.rows = int(rows or 0)
             else:
                 result.status = "skipped"
     except psycopg.OperationalError:
@@ -163,6 +173,11 @@ def chunks(start: dt.datetime, end: dt.datetime, size: dt.timedelta) -> Iterator
         start += size
 
 
+def default_workers() -> int:
+    """Backfill connections: one per core, at most 4 (the server needs the cores too)."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def backfill(
     conn: psycopg.Connection,
     start: dt.datetime,
@@ -171,27 +186,78 @@ def backfill(
     chunk: dt.timedelta = dt.timedelta(days=1),
     stages: list[StageModule] | None = None,
     progress: Callable[[str, dt.datetime, dt.datetime], None] | None = None,
+    workers: int | None = None,
 ) -> dict[str, StageResult]:
     """Recompute [start, end) through every stage, stage by stage, chunk by chunk.
 
     Stage-major order means every chunk of a stage sees the previous stage complete over
-    the whole range (cleaning at a chunk edge looks at the next chunk's readings). Waits
-    for a stage's lock rather than skipping. Raises RuntimeError on a stage error.
-    Returns per stage the summed rows and seconds.
+    the whole range (cleaning at a chunk edge looks at the next chunk's readings). Stages
+    that declare PARTITIONS (clean, normalize: disjoint points or meters, each in time
+    order) run every chunk as `workers` parts on as many connections at once; this
+    connection holds the stage's lock for them meanwhile, so a scheduled runner skips
+    the stage instead of interleaving. Stages that declare BACKFILL_CHUNK (rollups,
+    whose buckets are wider than a chunk) take the range in pieces of that size instead.
+    Raises RuntimeError on a stage error. Returns per stage the summed rows and the
+    wall-clock seconds.
     """
-    pieces = list(chunks(start, end, chunk))
+    workers = default_workers() if workers is None else max(1, workers)
     totals: dict[str, StageResult] = {}
-    for stage in stages if stages is not None else load_pipeline():
-        total = totals.setdefault(stage.NAME, StageResult(stage.NAME, "ok"))
-        for lo, hi in pieces:
-            result = run_stage(conn, stage, lo, hi, wait=True)
-            if result.status == "error":
-                raise RuntimeError(f"stage {stage.NAME} failed over [{lo}, {hi}): {result.error}")
-            total.rows += result.rows
-            total.seconds += result.seconds
-            if progress:
-                progress(stage.NAME, lo, hi)
+    pool: list[psycopg.Connection] = []
+    try:
+        for stage in stages if stages is not None else load_pipeline():
+            total = totals.setdefault(stage.NAME, StageResult(stage.NAME, "ok"))
+            size = max(chunk, getattr(stage, "BACKFILL_CHUNK", chunk))
+            parts = workers if getattr(stage, "PARTITIONS", False) else 1
+            while len(pool) < parts - 1:
+                pool.append(psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True))
+            began = time.perf_counter()
+            if parts == 1:
+                for lo, hi in chunks(start, end, size):
+                    _record(total, [run_stage(conn, stage, lo, hi, wait=True)], lo, hi)
+                    if progress:
+                        progress(stage.NAME, lo, hi)
+            else:
+                _backfill_parts(conn, pool[: parts - 1], stage, chunks(start, end, size), total, progress)
+            total.seconds = time.perf_counter() - began
+    finally:
+        for c in pool:
+            c.close()
     return totals
+
+
+def _record(total: StageResult, results: list[StageResult], lo: dt.datetime, hi: dt.datetime) -> None:
+    for result in results:
+        if result.status == "error":
+            raise RuntimeError(f"stage {result.stage} failed over [{lo}, {hi}): {result.error}")
+        total.rows += result.rows
+
+
+def _backfill_parts(
+    conn: psycopg.Connection,
+    others: list[psycopg.Connection],
+    stage: StageModule,
+    pieces: Iterable[tuple[dt.datetime, dt.datetime]],
+    total: StageResult,
+    progress: Callable[[str, dt.datetime, dt.datetime], None] | None,
+) -> None:
+    """Each chunk as len(others) + 1 parts at once, under one session-level stage lock."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    conns = [conn, *others]
+    n = len(conns)
+    conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, stage.NAME))
+    try:
+        with ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"backfill-{stage.NAME}") as ex:
+            for lo, hi in pieces:
+                futures = [
+                    ex.submit(run_stage, c, stage, lo, hi, part=(i, n), locked_by_caller=True)
+                    for i, c in enumerate(conns)
+                ]
+                _record(total, [f.result() for f in futures], lo, hi)
+                if progress:
+                    progress(stage.NAME, lo, hi)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, stage.NAME))
 
 
 def cycle(url: str | None = None) -> list[StageResult]:

@@ -125,10 +125,11 @@ ctx AS (
     LEFT JOIN config.point_cleaning pc ON pc.point_id = w.point_id
 ),
 verdict AS (
-    -- Two window passes over all ranges at once (partitioned by range; one sort, no
-    -- per-range set-up). Pass 1 reads the 4 readings either side of each reading, which is
-    -- all the spike and recovering-decrease rules need (a neighbour's spike verdict is an
-    -- expression over the same values); pass 2 finds when the value last changed (stuck).
+    -- Two window passes per range, over one ordered index scan of its readings (a
+    -- global sort of all ranges' readings cost more than the scans). Pass 1 reads the 4
+    -- readings either side of each reading, which is all the spike and recovering-decrease
+    -- rules need (a neighbour's spike verdict is an expression over the same values);
+    -- pass 2 finds when the value last changed (stuck).
     -- Non-finite values become NULL so they never act as neighbours.
     SELECT s.point_id, s.ts, s.quality,
            (CASE WHEN s.v IS NULL THEN 2 ELSE 0 END)
@@ -149,39 +150,51 @@ verdict AS (
                coalesce(k.registers AND NOT k.spike AND k.v < k.prevmax AND k.nextmax >= k.prevmax, false) AS dip,
                coalesce(k.object_type = 'analog' AND k.ts - k.run_start > k.stuck_after, false) AS stuck
         FROM (
-            SELECT r.point_id, r.range_start, r.range_end, r.object_type, r.stuck_after, r.registers,
+            SELECT c.point_id, c.range_start, c.range_end, c.object_type, c.stuck_after, c.registers,
                    r.ts, r.value, r.quality, r.v, r.p1, r.n1,
-                   r.registers AND raw.is_spike(r.v, r.p1, r.n1) AS spike,
+                   c.registers AND raw.is_spike(r.v, r.p1, r.n1) AS spike,
                    greatest(CASE WHEN NOT raw.is_spike(r.p1, r.p2, r.v)  THEN r.p1 END,
                             CASE WHEN NOT raw.is_spike(r.p2, r.p3, r.p1) THEN r.p2 END,
                             CASE WHEN NOT raw.is_spike(r.p3, r.p4, r.p2) THEN r.p3 END) AS prevmax,
                    greatest(CASE WHEN NOT raw.is_spike(r.n1, r.v, r.n2)  THEN r.n1 END,
                             CASE WHEN NOT raw.is_spike(r.n2, r.n1, r.n3) THEN r.n2 END,
                             CASE WHEN NOT raw.is_spike(r.n3, r.n2, r.n4) THEN r.n3 END) AS nextmax,
-                   max(CASE WHEN r.changed THEN r.ts END)
-                       OVER (PARTITION BY r.point_id, r.range_start ORDER BY r.ts ROWS UNBOUNDED PRECEDING) AS run_start
+                   r.run_start
             FROM (
+                SELECT c.*, c.object_type = 'energy' AND c.check_registers AS registers
+                FROM ctx c
+            ) c
+            CROSS JOIN LATERAL (
+                -- One ordered index scan per range with its windows: no sort across ranges.
                 SELECT y.*,
-                       lag(y.v, 1) OVER o AS p1, lag(y.v, 2) OVER o AS p2,
-                       lag(y.v, 3) OVER o AS p3, lag(y.v, 4) OVER o AS p4,
-                       lead(y.v, 1) OVER o AS n1, lead(y.v, 2) OVER o AS n2,
-                       lead(y.v, 3) OVER o AS n3, lead(y.v, 4) OVER o AS n4,
-                       y.v IS DISTINCT FROM lag(y.v) OVER o AS changed
+                       max(CASE WHEN y.changed THEN y.ts END) OVER (ORDER BY y.ts ROWS UNBOUNDED PRECEDING) AS run_start
                 FROM (
-                    SELECT c.point_id, c.range_start, c.range_end, c.object_type, c.stuck_after,
-                           c.object_type = 'energy' AND c.check_registers AS registers,
-                           x.ts, x.value, x.quality,
-                           CASE WHEN x.value < 'Infinity' AND x.value > '-Infinity' THEN x.value END AS v
-                    FROM ctx c
-                    JOIN raw.point_value x
-                      ON x.point_id = c.point_id
-                     AND x.ts >= CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
-                                      THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
-                                      ELSE c.ctx_lo END
-                     AND x.ts <= c.ctx_hi
+                    SELECT x.ts, x.value, x.quality, x.v,
+                           lag(x.v, 1) OVER o AS p1, lag(x.v, 2) OVER o AS p2,
+                           lag(x.v, 3) OVER o AS p3, lag(x.v, 4) OVER o AS p4,
+                           lead(x.v, 1) OVER o AS n1, lead(x.v, 2) OVER o AS n2,
+                           lead(x.v, 3) OVER o AS n3, lead(x.v, 4) OVER o AS n4,
+                           x.v IS DISTINCT FROM lag(x.v) OVER o AS changed
+                    FROM (
+                        SELECT x.ts, x.value, x.quality,
+                               CASE WHEN x.value < 'Infinity' AND x.value > '-Infinity' THEN x.value END AS v
+                        FROM raw.point_value x
+                        WHERE x.point_id = c.point_id
+                          AND x.ts >= CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
+                                           THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
+                                           ELSE c.ctx_lo END
+                          AND x.ts <= c.ctx_hi
+                        ORDER BY x.ts
+                    ) x
+                    WINDOW o AS (ORDER BY x.ts)
                 ) y
-                WINDOW o AS (PARTITION BY y.point_id, y.range_start ORDER BY y.ts)
             ) r
+            -- A register rising steadily through the 4 readings either side, unflagged so
+            -- far, can have no flag: leave such readings out before the rules run.
+            WHERE r.ts >= c.range_start AND r.ts < c.range_end
+              AND NOT coalesce(c.registers AND r.quality & 31 = 0
+                               AND r.p4 <= r.p3 AND r.p3 <= r.p2 AND r.p2 <= r.p1 AND r.p1 <= r.v
+                               AND r.v <= r.n1 AND r.n1 <= r.n2 AND r.n2 <= r.n3 AND r.n3 <= r.n4, false)
         ) k
         WHERE k.ts >= k.range_start AND k.ts < k.range_end
     ) s

@@ -147,13 +147,16 @@ pairs AS (
                 WHEN s.rmax IS NOT NULL AND s.v0 <= s.rmax THEN 64
                 ELSE 128 END AS f
     FROM (
-        SELECT bd.meter_id, bd.multiplier, bd.max_gap, bd.lo, bd.hi, bd.rmax,
-               lag(r.ts) OVER o AS t0, lag(r.value) OVER o AS v0, r.ts AS t1, r.value AS v1
+        SELECT bd.meter_id, bd.multiplier, bd.max_gap, bd.lo, bd.hi, bd.rmax, r.t0, r.v0, r.t1, r.v1
         FROM bounds bd
-        JOIN raw.point_value r
-          ON r.point_id = bd.point_id AND r.ts >= bd.r_lo AND r.ts <= bd.r_hi
-         AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
-        WINDOW o AS (PARTITION BY bd.meter_id, bd.point_id, bd.lo ORDER BY r.ts)
+        CROSS JOIN LATERAL (
+            -- one ordered index scan per link piece; the window needs no sort
+            SELECT lag(r.ts) OVER o AS t0, lag(r.value) OVER o AS v0, r.ts AS t1, r.value AS v1
+            FROM raw.point_value r
+            WHERE r.point_id = bd.point_id AND r.ts >= bd.r_lo AND r.ts <= bd.r_hi
+              AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
+            WINDOW o AS (ORDER BY r.ts)
+        ) r
     ) s
     WHERE s.t0 IS NOT NULL AND s.t1 > s.lo AND s.t0 < s.hi
 ),
@@ -198,7 +201,11 @@ computed AS MATERIALIZED (
 existing AS MATERIALIZED (
     SELECT mi.meter_id, mi.ts, mi.energy, mi.quality
     FROM work w
-    JOIN energy.meter_interval mi ON mi.meter_id = w.meter_id AND mi.ts >= w.rs AND mi.ts < w.re
+    CROSS JOIN LATERAL (
+        -- ordered, so only the chunks inside the range are visited
+        SELECT mi.meter_id, mi.ts, mi.energy, mi.quality FROM energy.meter_interval mi
+        WHERE mi.meter_id = w.meter_id AND mi.ts >= w.rs AND mi.ts < w.re ORDER BY mi.ts
+    ) mi
 ),
 diff AS MATERIALIZED (
     SELECT coalesce(c.meter_id, e.meter_id) AS meter_id, coalesce(c.ts, e.ts) AS ts,
@@ -250,10 +257,12 @@ marks AS (
     ) x
     LEFT JOIN ops.point_watermark old ON old.point_id = x.point_id
     WHERE x.last_ts IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM raw.point_value r
-                      WHERE r.point_id = x.point_id
-                        AND r.ts > coalesce(old.normalized_until, '-infinity') AND r.ts < x.lo)
+      AND (SELECT r.ts FROM raw.point_value r
+           WHERE r.point_id = x.point_id
+             AND r.ts > coalesce(old.normalized_until, '-infinity') AND r.ts < x.lo
+           ORDER BY r.ts LIMIT 1) IS NULL
     GROUP BY x.point_id
+    ORDER BY x.point_id   -- one lock order for every writer of these rows
     ON CONFLICT (point_id) DO UPDATE SET normalized_until = EXCLUDED.normalized_until
         WHERE EXCLUDED.normalized_until > pw.normalized_until
     RETURNING 1
