@@ -355,13 +355,107 @@ def _reporting_zone(conn: psycopg.Connection) -> str:
     return get_settings().reporting_timezone
 
 
+class DailyCost:
+    """The daily cost rollup written straight from the priced arrays (table path).
+
+    A local day of the reporting zone lying wholly inside a billing period just priced
+    for a batch of meters holds only that batch's fresh interval cost, so its rows are
+    summed here in numpy (integer micro-units, exact) and copied in: the same rows
+    billing.cost_rollup_definition('day') gives over billing.meter_cost, without reading
+    back the rows just written. Days cut by a period edge are left to
+    refresh_cost_rollups, which recomputes them from billing.meter_cost. Inactive (every
+    day then comes from SQL) when the rollups are continuous aggregates or are about to
+    be rebuilt in another zone."""
+
+    def __init__(self, conn: psycopg.Connection):
+        self.conn = conn
+        self.zone = _reporting_zone(conn)
+        row = conn.execute("SELECT reporting_timezone, materialisation FROM billing.cost_rollup_setting").fetchone()
+        self.active = row is not None and row[0] == self.zone and row[1] == "table"
+        self.edges: dict[tuple[int, int], set[int]] = defaultdict(set)   # (day start, end) -> meters
+        self._days: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+
+    def _calendar(self, ps: dt.datetime, pe: dt.datetime, grid: np.ndarray):
+        """Per period: the reporting days (start, end epoch seconds), each column's day,
+        and which days lie wholly inside [ps, pe)."""
+        key = (ps, pe)
+        if key not in self._days:
+            starts, ends = self.conn.execute(
+                "SELECT array_agg(extract(epoch FROM b)::bigint ORDER BY b), "
+                "array_agg(extract(epoch FROM energy.bucket_next('day', b, %(z)s))::bigint ORDER BY b) "
+                "FROM (SELECT DISTINCT time_bucket('1 day', to_timestamp(t), %(z)s) AS b "
+                "FROM unnest(%(g)s::bigint[]) t) x", {"z": self.zone, "g": grid.tolist()}).fetchone()
+            starts, ends = np.asarray(starts, dtype=np.int64), np.asarray(ends, dtype=np.int64)
+            col_day = np.searchsorted(starts, grid, side="right") - 1
+            whole = (starts >= int(ps.timestamp())) & (ends <= int(pe.timestamp()))
+            self._days[key] = (starts, ends, col_day, whole)
+        return self._days[key]
+
+    def add(self, meter_ids: list[int], period: tuple, res: PeriodResult) -> int:
+        """Write the batch's whole days; remember its edge days. Returns rows written."""
+        if not self.active or not meter_ids:
+            return 0
+        ps, pe = period
+        grid = quarter_grid(ps, pe)
+        if not len(grid):
+            return 0
+        starts, ends, col_day, whole = self._calendar(ps, pe, grid)
+        for d in np.flatnonzero(~whole):
+            self.edges[(int(starts[d]), int(ends[d]))].update(meter_ids)
+        cols = np.flatnonzero(whole[col_day])
+        if not len(cols):
+            return 0
+        per = res.period[cols]
+        key = col_day[cols] * (int(per.max()) + 2) + per + 1     # day, then period: the key's order
+        order = np.argsort(key, kind="stable")
+        sel, k = cols[order], key[order]
+        first = np.flatnonzero(np.diff(k, prepend=k[0] - 1))
+        e = np.add.reduceat(res.energy_micro[:, sel], first, axis=1)
+        o = np.add.reduceat(res.allocated_micro[:, sel], first, axis=1)
+        n = np.add.reduceat(res.rows[:, sel].astype(np.int64), first, axis=1)
+        g_day, g_period = col_day[sel[first]], res.period[sel[first]]
+        r, g = np.nonzero(n)                                       # meter-major: primary-key order
+        day_lo, day_hi = starts[whole].min(), ends[whole].max()
+        self.conn.execute(
+            "DELETE FROM billing.cost_daily WHERE meter_id = ANY (%s) AND bucket >= to_timestamp(%s) "
+            "AND bucket < to_timestamp(%s)", (meter_ids, int(day_lo), int(day_hi)))
+        if not len(r):
+            return 0
+        num = _numeric_micro(np.zeros(1, dtype=np.int64)).dtype
+        rows = np.zeros(len(r), dtype=[("nf", ">i2"), ("l1", ">i4"), ("meter", ">i4"), ("l2", ">i4"),
+                                       ("bucket", ">i8"), ("l3", ">i4"), ("period", ">i2"), ("ec", num),
+                                       ("ac", num), ("tot", num), ("l7", ">i4"), ("n", ">i8")])
+        rows["nf"], rows["l1"], rows["l2"], rows["l3"], rows["l7"] = 7, 4, 8, 2, 8
+        rows["meter"] = np.asarray(meter_ids, dtype=np.int64)[r]
+        rows["bucket"] = (starts[g_day[g]] - PG_EPOCH) * 1_000_000
+        rows["period"] = g_period[g]
+        rows["ec"] = _numeric_micro(e[r, g])
+        rows["ac"] = _numeric_micro(o[r, g])
+        rows["tot"] = _numeric_micro(e[r, g] + o[r, g])
+        rows["n"] = n[r, g]
+        with self.conn.cursor().copy(
+            "COPY billing.cost_daily (meter_id, bucket, period, energy_charge, allocated_charge, total, intervals) "
+            "FROM STDIN (FORMAT binary)"
+        ) as copy:
+            copy.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
+            copy.write(rows.tobytes())
+            copy.write(struct.pack(">h", -1))
+        return len(r)
+
+
 def refresh_cost_rollups(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
-                         meter_ids: list[int] | None) -> int:
+                         meter_ids: list[int] | None, daily: DailyCost | None = None) -> int:
     """Refresh the cost rollups over [start, end) widened to whole reporting months;
-    (re)build them first when missing or in another zone than the energy rollups."""
+    (re)build them first when missing or in another zone than the energy rollups.
+
+    With `daily` (the stage's DailyCost, active), the days it wrote are kept and only its
+    edge days are recomputed from billing.meter_cost; else every day of those months is.
+    Then the months (from the daily rollup) and the entity cost rollups of the entities
+    holding the meters."""
     zone = _reporting_zone(conn)
     row = conn.execute("SELECT reporting_timezone, materialisation FROM billing.cost_rollup_setting").fetchone()
-    if row is None or row[0] != zone:
+    rebuilt = row is None or row[0] != zone
+    if rebuilt:
         kind = conn.execute("SELECT billing.build_cost_rollups(%s)", (zone,)).fetchone()[0]
         lo, hi = conn.execute("SELECT min(ts), max(ts) + interval '15 minutes' FROM billing.meter_cost").fetchone()
         if lo is not None:   # refill the whole history
@@ -377,8 +471,13 @@ def refresh_cost_rollups(conn: psycopg.Connection, start: dt.datetime, end: dt.d
         "(time_bucket('1 month', %(e)s::timestamptz - interval '1 microsecond', %(z)s) AT TIME ZONE %(z)s "
         "+ interval '1 month') AT TIME ZONE %(z)s", {"s": start, "e": end, "z": zone}).fetchone()
     n = 0
-    for g in ("hour", "day", "month"):
-        n += conn.execute("SELECT billing.refresh_cost_rollup(%s, %s, %s, %s)", (g, lo, hi, meter_ids)).fetchone()[0]
+    if daily is not None and daily.active and not rebuilt:
+        for (d0, d1), ms in sorted(daily.edges.items()):
+            n += conn.execute("SELECT billing.refresh_cost_rollup('day', to_timestamp(%s), to_timestamp(%s), %s)",
+                              (d0, d1, sorted(ms))).fetchone()[0]
+    else:
+        n += conn.execute("SELECT billing.refresh_cost_rollup('day', %s, %s, %s)", (lo, hi, meter_ids)).fetchone()[0]
+    n += conn.execute("SELECT billing.refresh_cost_rollup('month', %s, %s, %s)", (lo, hi, meter_ids)).fetchone()[0]
     # The entities holding those meters, over the same months (all entities after a rebuild).
     n += conn.execute("SELECT billing.refresh_entity_cost_rollups(%s, %s, %s)", (lo, hi, meter_ids)).fetchone()[0]
     return n
@@ -393,7 +492,7 @@ def refresh_dirty_entities(conn: psycopg.Connection) -> int:
 def refresh_cost_aggregates(url: str, start: dt.datetime, end: dt.datetime) -> None:
     """Community edition: refresh the continuous aggregates (outside any transaction)."""
     with psycopg.connect(url, autocommit=True) as conn:
-        for obj in ("cost_hourly", "cost_daily", "cost_monthly"):
+        for obj in ("cost_daily", "cost_monthly"):
             conn.execute(f"CALL refresh_continuous_aggregate('billing.{obj}', %s, %s)", (start, end))
 
 
@@ -412,6 +511,7 @@ def bill_range(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
         tenants[m_id].append(t_id)
     touched, entity_keys = 0, set()
     span_lo, span_hi, all_meters = None, None, set()
+    daily = DailyCost(conn)
     for (ps, pe, segs), meters in sorted(work.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         segments = [Segment(tid, tariffs[tid], a, b) for tid, a, b in segs]
         currency = {s.tariff.wattline.currency for s in segments}
@@ -425,6 +525,7 @@ def bill_range(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
             res = price_period(segments, (ps, pe), energy, present, reactive,
                                is_open=now < pe + grace)
             touched += write_meter_cost(conn, batch, (ps, pe), res)
+            daily.add(batch, (ps, pe), res)
             bills = []
             for j, m in enumerate(batch):
                 cat, cc = meta[m]
@@ -441,7 +542,7 @@ def bill_range(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
         span_hi = pe if span_hi is None else max(span_hi, pe)
     touched += write_bills(conn, entity_bills(conn, entity_keys))
     if span_lo is not None:
-        refresh_cost_rollups(conn, span_lo, span_hi, sorted(all_meters))
+        refresh_cost_rollups(conn, span_lo, span_hi, sorted(all_meters), daily)
         conn.execute(
             "INSERT INTO billing.meter_watermark (meter_id, data_until) "
             "SELECT meter_id, max(ts) + interval '15 minutes' FROM energy.meter_interval "

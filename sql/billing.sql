@@ -198,13 +198,18 @@ SELECT create_hypertable('billing.meter_cost', by_range('ts', INTERVAL '7 days')
                          create_default_indexes => false);
 CREATE UNIQUE INDEX meter_cost_meter_ts_uq ON billing.meter_cost (meter_id, ts);
 
--- Cost rollups billing.cost_hourly / cost_daily / cost_monthly, built exactly like the
--- energy rollups (sql/energy_rollups.sql): one SQL definition per grain, a continuous
--- aggregate on the Community edition (monthly hierarchical on daily), else a table that
--- billing.refresh_cost_rollup refills over whole buckets with the very same SELECT.
--- Grain: one row per meter, local hour / day / month of the reporting zone and energy
--- TOU period (`period`, -1 for intervals without one), so a cost breakdown by TOU period
--- reads rollups, not 15-minute rows. Sum over `period` for a meter's bucket total.
+-- Cost rollups billing.cost_daily / cost_monthly, built exactly like the energy rollups
+-- (sql/energy_rollups.sql): one SQL definition per grain, a continuous aggregate on the
+-- Community edition (monthly hierarchical on daily), else a table that
+-- billing.refresh_cost_rollup refills over whole buckets with the very same SELECT (the
+-- billing stage writes the days that lie wholly inside the periods it re-priced straight
+-- from its priced arrays, the same rows: tests/test_billing_entity_cost.py compares them).
+-- Grain: one row per meter, local day / month of the reporting zone and energy TOU period
+-- (`period`, -1 for intervals without one), so a cost breakdown by TOU period reads
+-- rollups, not 15-minute rows. Sum over `period` for a meter's bucket total.
+-- There is no hourly cost rollup: an hour is four interval rows, and materialising
+-- 24 rows per meter and day cost as much as writing the interval cost itself; hourly
+-- cost reports group billing.meter_cost (app/reports/metrics.py).
 CREATE TABLE billing.cost_rollup_setting (
     singleton          boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     reporting_timezone text        NOT NULL CHECK (config.valid_timezone(reporting_timezone)),
@@ -215,24 +220,14 @@ CREATE TABLE billing.cost_rollup_setting (
 
 CREATE FUNCTION billing.cost_rollup_object(granularity text) RETURNS text
 LANGUAGE sql IMMUTABLE AS $$
-    SELECT CASE granularity WHEN 'hour' THEN 'cost_hourly' WHEN 'day' THEN 'cost_daily'
-                            WHEN 'month' THEN 'cost_monthly' END
+    SELECT CASE granularity WHEN 'day' THEN 'cost_daily' WHEN 'month' THEN 'cost_monthly' END
 $$;
 
 CREATE FUNCTION billing.cost_rollup_definition(granularity text, zone text, origin timestamptz,
                                                filter text DEFAULT '')
 RETURNS text LANGUAGE plpgsql IMMUTABLE AS $$
 BEGIN
-    IF granularity = 'hour' THEN
-        RETURN format($q$SELECT meter_id,
-       time_bucket(INTERVAL '1 hour', ts, origin => %L::timestamptz) AS bucket,
-       coalesce(period, -1)::smallint AS period,
-       sum(energy_charge) AS energy_charge, sum(allocated_charge) AS allocated_charge,
-       sum(total) AS total, count(*) AS intervals
-FROM billing.meter_cost %s
-GROUP BY meter_id, time_bucket(INTERVAL '1 hour', ts, origin => %L::timestamptz), coalesce(period, -1)$q$,
-            origin, filter, origin);
-    ELSIF granularity = 'day' THEN
+    IF granularity = 'day' THEN
         RETURN format($q$SELECT meter_id,
        time_bucket(INTERVAL '1 day', ts, %L) AS bucket,
        coalesce(period, -1)::smallint AS period,
@@ -251,7 +246,7 @@ FROM billing.cost_daily %s
 GROUP BY meter_id, time_bucket(INTERVAL '1 month', bucket, %L), period$q$,
             zone, filter, zone);
     END IF;
-    RAISE EXCEPTION 'unknown rollup granularity %: use hour, day or month', granularity;
+    RAISE EXCEPTION 'unknown cost rollup granularity %: use day or month', granularity;
 END $$;
 
 CREATE FUNCTION billing.drop_cost_rollups() RETURNS void
@@ -259,9 +254,10 @@ LANGUAGE plpgsql AS $$
 DECLARE
     g text;
 BEGIN
-    FOREACH g IN ARRAY ARRAY['month', 'day', 'hour'] LOOP
+    FOREACH g IN ARRAY ARRAY['month', 'day'] LOOP
         PERFORM energy.drop_rollup_object('billing', billing.cost_rollup_object(g));
     END LOOP;
+    PERFORM energy.drop_rollup_object('billing', 'cost_hourly');   -- materialised by earlier builds
 END $$;
 
 -- (Re)create the cost rollups, empty, in `zone`; the caller refills them.
@@ -285,7 +281,7 @@ BEGIN
     ON CONFLICT (singleton) DO UPDATE
         SET reporting_timezone = EXCLUDED.reporting_timezone, hour_origin = EXCLUDED.hour_origin,
             materialisation = EXCLUDED.materialisation, built_at = EXCLUDED.built_at;
-    FOREACH g IN ARRAY ARRAY['hour', 'day', 'month'] LOOP
+    FOREACH g IN ARRAY ARRAY['day', 'month'] LOOP
         PERFORM energy.create_rollup_object('billing', billing.cost_rollup_object(g),
                                             billing.cost_rollup_definition(g, zone, origin), kind,
                                             'meter_id, bucket, period');
@@ -306,8 +302,8 @@ BEGIN
         RAISE EXCEPTION 'billing cost rollups are not tables here (%): build them first, or '
             'refresh the continuous aggregates outside a transaction', s.materialisation;
     END IF;
-    IF granularity NOT IN ('hour', 'day', 'month') THEN
-        RAISE EXCEPTION 'unknown rollup granularity %: use hour, day or month', granularity;
+    IF granularity NOT IN ('day', 'month') THEN
+        RAISE EXCEPTION 'unknown cost rollup granularity %: use day or month', granularity;
     END IF;
     RETURN energy.refill_rollup_table(
         'billing', billing.cost_rollup_object(granularity),

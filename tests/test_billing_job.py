@@ -64,7 +64,8 @@ def bills(conn, kind="meter", entity=None):
 
 def assert_interval_cost_sums_to_bills(conn):
     """Every current meter bill equals the sum of its intervals; every entity bill the sum
-    over its meters; the hourly, daily and monthly cost rollups hold the same total."""
+    over its meters; the daily and monthly cost rollups hold the same total, and the days
+    the stage wrote from its arrays are the rows the SQL definition gives."""
     mismatched = conn.execute(
         """SELECT b.entity_kind, b.entity_id, b.period_start, b.total, sum(c.total)
            FROM billing.bill b
@@ -80,8 +81,21 @@ def assert_interval_cost_sums_to_bills(conn):
            GROUP BY b.id HAVING b.total <> sum(c.total)""").fetchall()
     assert mismatched == []
     base = conn.execute("SELECT sum(total) FROM billing.meter_cost").fetchone()[0]
-    for obj in ("cost_hourly", "cost_daily", "cost_monthly"):
+    for obj in ("cost_daily", "cost_monthly"):
         assert conn.execute(f"SELECT sum(total) FROM billing.{obj}").fetchone()[0] == base, obj
+    assert_daily_cost_is_its_definition(conn)
+
+
+def assert_daily_cost_is_its_definition(conn):
+    """billing.cost_daily holds exactly the rows of billing.cost_rollup_definition('day')."""
+    definition = conn.execute(
+        "SELECT billing.cost_rollup_definition('day', reporting_timezone, hour_origin) "
+        "FROM billing.cost_rollup_setting").fetchone()[0]
+    stored = conn.execute("SELECT meter_id, bucket, period, energy_charge::text, allocated_charge::text, "
+                          "total::text, intervals FROM billing.cost_daily ORDER BY 1, 2, 3").fetchall()
+    computed = conn.execute(f"SELECT meter_id, bucket, period, energy_charge::text, allocated_charge::text, "
+                            f"total::text, intervals FROM ({definition}) d ORDER BY 1, 2, 3").fetchall()
+    assert stored == computed
 
 
 JUNE = (dt.datetime(2025, 6, 1, tzinfo=UTC), dt.datetime(2025, 7, 1, tzinfo=UTC))

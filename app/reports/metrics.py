@@ -46,12 +46,16 @@ _ENERGY_ENTITY = {
 }
 
 # The cost rollups carry the TOU period (-1: none), so by=tou_period reads them too.
+# There is no hourly cost rollup (sql/billing.sql): hours group the interval rows.
 _COST_METER = {
     "15min": "SELECT meter_id, ts AS bucket, total AS v, 1 AS valued, period FROM billing.meter_cost "
              "WHERE meter_id = ANY (%(ids)s) AND ts >= %(lo)s AND ts < %(hi)s",
+    "hour": "SELECT meter_id, time_bucket(INTERVAL '1 hour', ts, origin => %(origin)s) AS bucket, "
+            "sum(total) AS v, count(*) AS valued, period FROM billing.meter_cost "
+            "WHERE meter_id = ANY (%(ids)s) AND ts >= %(lo)s AND ts < %(hi)s GROUP BY 1, 2, 5",
     **{res: f"SELECT meter_id, bucket, total AS v, intervals AS valued, nullif(period, -1) AS period "
             f"FROM billing.{table} WHERE meter_id = ANY (%(ids)s) AND bucket >= %(lo)s AND bucket < %(hi)s"
-       for res, table in (("hour", "cost_hourly"), ("day", "cost_daily"), ("month", "cost_monthly"))},
+       for res, table in (("day", "cost_daily"), ("month", "cost_monthly"))},
 }
 
 _COST_ENTITY = {
