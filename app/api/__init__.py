@@ -75,7 +75,7 @@ def create_app(database_url: str | None = None, *, max_body_bytes: int = MAX_BOD
         plugins=[ProblemDetailsPlugin(ProblemDetailsConfig(
             enable_for_all_http_exceptions=True, exception_to_problem_detail_map=EXCEPTION_MAP,
         ))],
-        on_startup=[database.open],
+        on_startup=[database.open, database.size_threads],
         on_shutdown=[database.close],
         state=State({"database": database, "auth_cache": AuthCache()}),
         request_max_body_size=max_body_bytes,

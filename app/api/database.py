@@ -1,8 +1,18 @@
 """The API's database connections: one psycopg pool per process, opened at startup
 without waiting, so the API starts (and answers health checks) while the database is
-still coming up; requests then fail with 503 until it answers."""
+still coming up; requests then fail with 503 until it answers.
+
+Handlers that use the database are synchronous and run in the event loop's default
+thread pool (Litestar's `sync_to_thread`). Python sizes that pool min(32, CPUs + 4) —
+six threads on two cores, fewer than the connections — so at startup it is replaced by
+one thread per pooled connection: a handler thread never waits for a connection, and no
+connection sits idle while requests queue for a thread.
+"""
 
 from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 
 from litestar.datastructures import State
 from psycopg_pool import ConnectionPool
@@ -25,6 +35,15 @@ class Database:
                 name="wattline-api",
             )
             self.pool.open(wait=False)
+
+    def size_threads(self) -> None:
+        """Startup hook: the running loop's default executor gets one thread per connection."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=self.max_size,
+                                                     thread_name_prefix="wattline-api"))
 
     def close(self) -> None:
         if self.pool is not None:

@@ -12,7 +12,9 @@ as `X-API-Key`). Either becomes a `Principal` in `request.auth`:
 
 Authorization: guards declared on controllers — `requires_scope("read"|"write"|"ingest")`
 and `requires_role("admin", ...)` — and the principal's `scope` (app.scopes.DataScope)
-applied by services to every read. Handlers get the principal through the dependency
+applied by services to every read. The guards are coroutines although they never wait:
+Litestar runs a plain-function guard in a worker thread, a thread hop per guard per
+request. Handlers get the principal through the dependency
 `principal`. Routes with `opt={"exclude_from_auth": True}` need no credentials.
 
 Credential cache: looking a credential up costs one to three queries, so each process
@@ -41,6 +43,7 @@ from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
+from app.api.database import Database
 from app.api.keys import presented_key
 from app.api.problems import problem
 from app.apikeys import KeyRejected, verify_key
@@ -203,7 +206,7 @@ class AuthMiddleware(AbstractAuthenticationMiddleware):
 
 def requires_scope(scope: str):
     """Guard: the principal holds `scope` (read, write or ingest)."""
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         p = connection.scope.get("auth")
         if p is None or not p.allows(scope):
             have = ", ".join(p.scopes) if p else "none"
@@ -216,7 +219,7 @@ def requires_scope(scope: str):
 
 def requires_role(*roles: str):
     """Guard: the principal's role is one of `roles`."""
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:
         p = connection.scope.get("auth")
         if p is None or p.role not in roles:
             raise problem(403, "forbidden", "Forbidden",
@@ -226,7 +229,7 @@ def requires_role(*roles: str):
     return guard
 
 
-def requires_unrestricted(connection: ASGIConnection, _: BaseRouteHandler) -> None:
+async def requires_unrestricted(connection: ASGIConnection, _: BaseRouteHandler) -> None:
     """Guard: the principal's data scope is the whole organisation (configuration writes)."""
     p = connection.scope.get("auth")
     if p is None or not p.scope.unrestricted:
@@ -234,6 +237,10 @@ def requires_unrestricted(connection: ASGIConnection, _: BaseRouteHandler) -> No
                       "principals restricted to some spaces or tenants cannot change configuration")
 
 
-def provide_principal(request: Request) -> Principal:
-    """Dependency `principal`: the authenticated caller."""
+def provide_principal(request: Request, database: Database) -> Principal:
+    """Dependency `principal`: the authenticated caller.
+
+    It names `database` (unused) so that Litestar resolves the two dependencies one after
+    the other: two dependencies of the same depth are resolved concurrently in a task
+    group, which cost more per request than the two attribute lookups themselves."""
     return request.auth
