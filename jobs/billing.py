@@ -20,6 +20,7 @@ from decimal import Decimal
 
 import numpy as np
 import psycopg
+from psycopg.copy import QueuedLibpqWriter
 
 from app.billing import (
     F_OPEN, Line, PeriodResult, Segment, bill_totals, billing_periods, price_period, quarter_grid,
@@ -168,8 +169,49 @@ def _numeric_micro(v: np.ndarray) -> np.ndarray:
     return out
 
 
+COPY_CHUNK = 131_072   # interval rows encoded at a time
+
+
+def _meter_cost_chunk(meter_ids: np.ndarray, grid: np.ndarray, res: PeriodResult, r: np.ndarray,
+                      c: np.ndarray) -> bytes:
+    """Binary COPY rows of billing.meter_cost for the intervals (r, c) of the result; a
+    period of -1 is written as NULL (a 4-byte length of -1 instead of 2 + the value)."""
+    e = res.energy_micro[r, c]
+    o = res.allocated_micro[r, c]
+    num = _numeric_micro(e[:1]).dtype
+    per = res.period[c]
+    k = len(r)
+    rows = np.zeros(k, dtype=[("nf", ">i2"), ("l1", ">i4"), ("meter", ">i4"), ("l2", ">i4"), ("ts", ">i8"),
+                              ("l3", ">i4"), ("tariff", ">i4"), ("l4", ">i4"), ("period", ">i2"),
+                              ("ec", num), ("ac", num), ("tot", num), ("l8", ">i4"), ("flags", ">i2")])
+    rows["nf"], rows["l1"], rows["l2"], rows["l3"], rows["l4"], rows["l8"] = 8, 4, 8, 4, 2, 2
+    rows["meter"] = meter_ids[r]
+    rows["ts"] = (grid[c] - PG_EPOCH) * 1_000_000
+    rows["tariff"] = res.tariff_id[c]
+    rows["period"] = per
+    rows["ec"] = _numeric_micro(e)
+    rows["ac"] = _numeric_micro(o)
+    rows["tot"] = _numeric_micro(e + o)
+    rows["flags"] = res.flags[r, c]
+    none = per < 0
+    if not none.any():
+        return rows.tobytes()
+    # Rows without a period: drop the period's two value bytes and mark it NULL.
+    rows["l4"][none] = -1
+    width = rows.dtype.itemsize
+    at = rows.dtype.fields["period"][1]
+    raw = rows.view(np.uint8).reshape(k, width)
+    keep = np.ones((k, width), dtype=bool)
+    keep[none, at:at + 2] = False
+    return raw[keep].tobytes()
+
+
 def write_meter_cost(conn: psycopg.Connection, meter_ids: list[int], period: tuple, res: PeriodResult
                      ) -> int:
+    """Replace the meters' interval cost over the billing period with the result's rows.
+
+    One binary COPY; rows are encoded in chunks and handed to a writer thread, so the
+    server stores one chunk while the next is encoded."""
     ps, pe = period
     conn.execute("DELETE FROM billing.meter_cost WHERE meter_id = ANY (%s) AND ts >= %s AND ts < %s",
                  (meter_ids, ps, pe))
@@ -177,44 +219,16 @@ def write_meter_cost(conn: psycopg.Connection, meter_ids: list[int], period: tup
     r, c = np.nonzero(res.rows)
     if not len(r):
         return 0
-    n = len(r)
-    e = res.energy_micro[r, c]
-    o = res.allocated_micro[r, c]
-    has_period = res.period[c] >= 0
-    written = 0
-    for with_period in (True, False):
-        sel = has_period if with_period else ~has_period
-        k = int(sel.sum())
-        if not k:
-            continue
-        fields = [("nf", ">i2"), ("l1", ">i4"), ("meter", ">i4"), ("l2", ">i4"), ("ts", ">i8"),
-                  ("l3", ">i4"), ("tariff", ">i4"), ("l4", ">i4")]
-        if with_period:
-            fields.append(("period", ">i2"))
-        fields += [("ec", _numeric_micro(e[:1]).dtype), ("ac", _numeric_micro(e[:1]).dtype),
-                   ("tot", _numeric_micro(e[:1]).dtype), ("l8", ">i4"), ("flags", ">i2")]
-        rows = np.zeros(k, dtype=fields)
-        rows["nf"], rows["l1"], rows["l2"], rows["l3"], rows["l8"] = 8, 4, 8, 4, 2
-        rows["l4"] = 2 if with_period else -1
-        rows["meter"] = np.asarray(meter_ids, dtype=np.int64)[r[sel]]
-        rows["ts"] = (grid[c[sel]] - PG_EPOCH) * 1_000_000
-        rows["tariff"] = res.tariff_id[c[sel]]
-        if with_period:
-            rows["period"] = res.period[c[sel]]
-        rows["ec"] = _numeric_micro(e[sel])
-        rows["ac"] = _numeric_micro(o[sel])
-        rows["tot"] = _numeric_micro(e[sel] + o[sel])
-        rows["flags"] = res.flags[r[sel], c[sel]]
-        with conn.cursor().copy(
-            "COPY billing.meter_cost (meter_id, ts, tariff_id, period, energy_charge, "
-            "allocated_charge, total, flags) FROM STDIN (FORMAT binary)"
-        ) as copy:
-            copy.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
-            copy.write(rows.tobytes())
-            copy.write(struct.pack(">h", -1))
-        written += k
-    assert written == n
-    return n
+    ids = np.asarray(meter_ids, dtype=np.int64)
+    cur = conn.cursor()
+    with cur.copy("COPY billing.meter_cost (meter_id, ts, tariff_id, period, energy_charge, "
+                  "allocated_charge, total, flags) FROM STDIN (FORMAT binary)",
+                  writer=QueuedLibpqWriter(cur)) as copy:
+        copy.write(b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0))
+        for i in range(0, len(r), COPY_CHUNK):
+            copy.write(_meter_cost_chunk(ids, grid, res, r[i:i + COPY_CHUNK], c[i:i + COPY_CHUNK]))
+        copy.write(struct.pack(">h", -1))
+    return len(r)
 
 
 # -------------------------------------------------------------------------- bills

@@ -236,3 +236,25 @@ def test_assignment_change_marks_meters_dirty(conn):
     assign(conn, tid, category=cat, cost_center=cc)
     reasons = conn.execute("SELECT meter_id, range_start, range_end, reason FROM ops.dirty_range").fetchall()
     assert reasons == [(m, JUNE[0], JUNE[1], "tariff: assignment changed")]
+
+
+def test_intervals_without_an_energy_period_are_stored_with_null_period(conn):
+    """A tariff with no energy charges (fixed only) prices intervals without a TOU period:
+    in one period's COPY some rows carry period 0 and some NULL; the daily rollup keeps
+    them apart (period -1) and everything still sums to the bill."""
+    cat, cc, (m,) = make_site(conn)
+    energy_tariff = import_tariff(conn, flat_tariff("energy", 0.10))
+    fixed_only = import_tariff(conn, {"label": "fixed", "name": "fixed", "fixedchargefirstmeter": 31})
+    change = dt.datetime(2025, 6, 16, tzinfo=UTC)
+    assign(conn, energy_tariff, category=cat, cost_center=cc, valid_to=change)
+    assign(conn, fixed_only, category=cat, cost_center=cc, valid_from=change)
+    write_energy(conn, m, *JUNE, 1.0)
+    run_stage(conn, *JUNE)
+    run_stage(conn, *JUNE)          # the second run writes the daily rollup from the priced arrays
+    periods = dict(conn.execute("SELECT period, count(*) FROM billing.meter_cost GROUP BY 1").fetchall())
+    assert periods == {0: 15 * 96, None: 15 * 96}
+    assert dict(conn.execute("SELECT period, sum(intervals) FROM billing.cost_daily GROUP BY 1").fetchall()) == \
+        {0: 15 * 96, -1: 15 * 96}
+    # 1440 kWh × 0.10 + fixed 31 × 15/30
+    assert bills(conn)[0][5] == Decimal("144.00") + Decimal("15.50")
+    assert_interval_cost_sums_to_bills(conn)
