@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from app import migrate  # noqa: E402
 from app.embedded import get_cluster  # noqa: E402
-from jobs.runner import backfill, load_pipeline  # noqa: E402
+from jobs.runner import backfill, default_workers, load_pipeline  # noqa: E402
 
 START = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 STEP = dt.timedelta(minutes=5)
@@ -117,7 +118,43 @@ def copy_readings(
     return rows
 
 
-def run(meters: int, days: int, chunk: dt.timedelta, keep: bool) -> dict[str, float]:
+class ServerCpu:
+    """CPU seconds used by the server processes serving one database, per pipeline stage.
+
+    The machine may be shared: wall-clock time then measures the neighbours too, the
+    server's own CPU time does not. Backend processes are found by their process title
+    (`postgres: USER DATABASE ...`); each progress callback attributes what they used
+    since the last one to the stage that reported."""
+
+    def __init__(self, database: str) -> None:
+        self.database = database
+        self.last = self._sample()
+        self.per_stage: dict[str, float] = {}
+
+    def _sample(self) -> dict[int, float]:
+        out = {}
+        tick = os.sysconf("SC_CLK_TCK")
+        for pid_dir in Path("/proc").iterdir():
+            if not pid_dir.name.isdigit():
+                continue
+            try:
+                title = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if not title.startswith("postgres: ") or f" {self.database} " not in title:
+                    continue
+                fields = (pid_dir / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            out[int(pid_dir.name)] = (int(fields[11]) + int(fields[12])) / tick
+        return out
+
+    def progress(self, stage: str, lo: dt.datetime, hi: dt.datetime) -> None:
+        now = self._sample()
+        used = sum(cpu - self.last.get(pid, 0.0) for pid, cpu in now.items())
+        self.per_stage[stage] = self.per_stage.get(stage, 0.0) + used
+        self.last = now
+
+
+def run(meters: int, days: int, chunk: dt.timedelta, keep: bool, workers: int | None = None) -> dict[str, float]:
     name = f"bench_processing_{meters}"
     url = create_database(name)
     try:
@@ -130,14 +167,21 @@ def run(meters: int, days: int, chunk: dt.timedelta, keep: bool) -> dict[str, fl
             print(f"\n{meters} meters x {days} days: {rows:,} raw rows loaded by COPY in {load_s:.1f} s")
             stages = load_pipeline()
             print("stages:", " -> ".join(s.NAME for s in stages))
+            cpu = ServerCpu(name)
             t0 = time.perf_counter()
-            totals = backfill(conn, START, START + dt.timedelta(days=days), chunk=chunk, stages=stages)
+            totals = backfill(conn, START, START + dt.timedelta(days=days), chunk=chunk, stages=stages,
+                              progress=cpu.progress, workers=workers)
             wall = time.perf_counter() - t0
+            load = os.getloadavg()
             (intervals,) = conn.execute("SELECT count(*) FROM energy.meter_interval").fetchone()
         figures = {name: r.seconds for name, r in totals.items()}
+        print(f"  workers: {workers or default_workers()}; load average at the end "
+              f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min) on {os.cpu_count()} cores")
         for stage, r in totals.items():
-            print(f"  {stage:<10} {r.seconds:7.2f} s  {r.rows:>12,} rows  ({rows / max(r.seconds, 1e-9):,.0f} raw rows/s)")
-        print(f"  {'pipeline':<10} {wall:7.2f} s  ({intervals:,} intervals; {rows / wall:,.0f} raw rows/s)")
+            print(f"  {stage:<10} {r.seconds:7.2f} s  {r.rows:>12,} rows  ({rows / max(r.seconds, 1e-9):,.0f} raw rows/s)"
+                  f"  server CPU {cpu.per_stage.get(stage, 0.0):6.2f} s")
+        print(f"  {'pipeline':<10} {wall:7.2f} s  ({intervals:,} intervals; {rows / wall:,.0f} raw rows/s)"
+              f"  server CPU {sum(cpu.per_stage.values()):6.2f} s")
         figures["pipeline"] = wall
         return figures
     finally:
@@ -151,9 +195,10 @@ def main() -> None:
     ap.add_argument("--days", type=int, default=30)
     ap.add_argument("--chunk-days", type=float, default=1.0, help="backfill chunk size in days")
     ap.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    ap.add_argument("--workers", type=int, help="backfill connections (default: one per core, at most 4)")
     args = ap.parse_args()
     series = args.meters or [1000]
-    results = {m: run(m, args.days, dt.timedelta(days=args.chunk_days), args.keep) for m in series}
+    results = {m: run(m, args.days, dt.timedelta(days=args.chunk_days), args.keep, args.workers) for m in series}
     if len(series) > 1:
         print("\nscaling (seconds per 1,000 meters):")
         for m, fig in results.items():

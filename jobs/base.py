@@ -18,6 +18,8 @@ Two optional attributes tune backfills (jobs.runner.backfill):
     PARTITIONS = True              # run(conn, start, end, part=(i, n)) does the i-th of n
                                    # disjoint shares (points or meters), so a backfill can
                                    # run the shares of a chunk on n connections at once
+    def finish(conn, start, end)   # optional with PARTITIONS: the part of a chunk's work
+                                   # that needs all n shares done (rollups: entities)
     BACKFILL_CHUNK = timedelta     # smallest useful piece of a backfill (rollups: their
                                    # buckets are wider than a day)
 """

@@ -18,6 +18,8 @@ from jobs.dirty import advance, pending
 
 NAME = "normalize"
 PARTITIONS = True   # explicit ranges split by meter (jobs.base)
+# Fixed costs per range (edge look-ups, watermarks) spread over three days of readings.
+BACKFILL_CHUNK = dt.timedelta(days=3)
 
 _RANGES = "SELECT energy.normalize_ranges(%s::int[], %s::timestamptz[], %s::timestamptz[])"
 

@@ -104,7 +104,7 @@ def run_stage(
     run waits for the lock. locked_by_caller: a backfill coordinator already holds the
     stage's lock for this run and its siblings (parts of the same chunk on other
     connections). part=(i, n) asks a partitionable stage for its i-th of n disjoint
-    shares of the work. Stage errors are recorded and returned, not raised; a lost
+    shares of the work; part=(n, n) runs the stage's `finish` after all n of them. Stage errors are recorded and returned, not raised; a lost
     database connection is raised (nothing can be recorded then).
     """
     if not conn.autocommit:
@@ -127,7 +127,12 @@ def run_stage(
                     "SELECT pg_try_advisory_xact_lock(%s, hashtext(%s))", (_LOCK_CLASS, stage.NAME)
                 ).fetchone()
             if locked:
-                rows = stage.run(conn, start, end, part=part) if part else stage.run(conn, start, end)
+                if part is None:
+                    rows = stage.run(conn, start, end)
+                elif part[0] < part[1]:
+                    rows = stage.run(conn, start, end, part=part)
+                else:  # (n, n): what follows the n parts of a chunk
+                    rows = stage.finish(conn, start, end)
                 result.rows = int(rows or 0)
             else:
                 result.status = "skipped"
@@ -254,6 +259,8 @@ def _backfill_parts(
                     for i, c in enumerate(conns)
                 ]
                 _record(total, [f.result() for f in futures], lo, hi)
+                if callable(getattr(stage, "finish", None)):
+                    _record(total, [run_stage(conn, stage, lo, hi, part=(n, n), locked_by_caller=True)], lo, hi)
                 if progress:
                     progress(stage.NAME, lo, hi)
     finally:

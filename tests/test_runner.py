@@ -134,13 +134,47 @@ def test_backfill_runs_stage_by_stage_in_chunks(conn):
     seen = []
     totals = runner.backfill(
         conn, t("2026-01-05 00:00"), t("2026-01-05 06:00"), chunk=dt.timedelta(hours=2),
-        stages=runner.load_pipeline(["clean", "normalize"]),
-        progress=lambda name, lo, hi: seen.append((name, lo.hour)),
+        stages=runner.load_pipeline(["clean", "normalize", "virtual"]),
+        progress=lambda name, lo, hi: seen.append((name, lo.hour, hi.hour)),
     )
-    assert seen == [("clean", 0), ("clean", 2), ("clean", 4), ("normalize", 0), ("normalize", 2), ("normalize", 4)]
+    # clean and normalize take the range in pieces of at least their BACKFILL_CHUNK
+    # (days); a stage without one takes the chunk asked for
+    assert seen == [("clean", 0, 6), ("normalize", 0, 6), ("virtual", 0, 2), ("virtual", 2, 4), ("virtual", 4, 6)]
     assert totals["normalize"].rows == 24
     with pytest.raises(ValueError):
         list(runner.chunks(t("2026-01-05 06:00"), t("2026-01-05 00:00"), dt.timedelta(hours=1)))
+
+
+def _processed(conn):
+    return (
+        conn.execute("SELECT meter_id, ts, energy, quality FROM energy.meter_interval ORDER BY 1, 2").fetchall(),
+        conn.execute("SELECT point_id, ts, quality FROM raw.point_value WHERE quality <> 0 ORDER BY 1, 2").fetchall(),
+        conn.execute("SELECT point_id, normalized_until, cleaned_until FROM ops.point_watermark ORDER BY 1").fetchall(),
+        conn.execute("SELECT meter_id, bucket, energy FROM energy.meter_hourly ORDER BY 1, 2").fetchall(),
+    )
+
+
+def test_parallel_backfill_gives_what_one_connection_gives(conn):
+    """Parts on two connections (meters and points split by id) write exactly the rows a
+    single connection computes: a serial recompute afterwards changes nothing."""
+    for i in range(5):
+        m, p = meter(conn, f"m{i}")
+        values = [float(10 * i + k) for k in range(2 * 288 + 40)]
+        values[100 + i] += 500.0                      # a spike
+        values[300:] = [v - values[299] for v in values[300:]] if i == 3 else values[300:]  # a reset
+        stamps = every(t("2026-01-05 00:00"), 5, values)
+        readings(conn, p, stamps[:200] + stamps[230:])  # a gap of 2.5 hours
+    start, end = t("2026-01-05 00:00"), t("2026-01-07 04:00")
+    stages = runner.load_pipeline(["clean", "normalize", "rollups"])
+    first = runner.backfill(conn, start, end, chunk=dt.timedelta(hours=5), stages=stages, workers=2)
+    assert first["normalize"].rows > 0 and first["clean"].rows > 0
+    parallel = _processed(conn)
+    again = runner.backfill(conn, start, end, chunk=dt.timedelta(hours=5), stages=stages, workers=1)
+    assert again["clean"].rows == 0 and again["normalize"].rows == 0
+    assert _processed(conn) == parallel
+    parts = conn.execute(
+        "SELECT count(*) FROM ops.job_run WHERE stage = 'normalize' AND status = 'ok'").fetchone()[0]
+    assert parts == 2 + 1                            # one run per part, then the serial one
 
 
 def test_cycle_survives_an_unreachable_database(caplog):
