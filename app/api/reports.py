@@ -16,12 +16,13 @@ from typing import Annotated, Any, Literal
 
 from litestar import Controller, Response, get
 from litestar.di import NamedDependency
-from litestar.params import Parameter
+from litestar.params import PathParameter, QueryParameter
 from litestar.response import Stream
 
 from app.api.database import Database
 from app.api.security import Principal, requires_scope
 from app.api.problems import problem
+from app.api.report_schemas import XLSX, Report, Sankey, TenantBill, export_formats
 from app.reports import engine, params as report_params, sankey, tenant_bill
 from app.reports.metrics import METRICS
 from app.settings import get_settings
@@ -34,7 +35,6 @@ Breakdown = Literal["category", "item", "child", "tou_period"]
 Comparison = Literal["previous", "last_year"]
 ReportFormat = Literal["json", "xlsx", "html", "png", "pdf"]
 
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 FROM_DOC = ("Start, in the reporting time zone: a date (2025-03-01) or date-time (2025-03-01T06:00); "
             "inclusive. The period is widened outward to whole buckets.")
 TO_DOC = ("End, in the reporting time zone: a date means through the end of that day; a date-time is "
@@ -76,16 +76,17 @@ class ReportController(Controller):
     tags = ["reports"]
 
     @get("/reports/sankey", operation_id="getEnergyFlowSankey", sync_to_thread=True,
+         operation_class=export_formats("html", "png"),
          summary="Energy-flow Sankey of a space: master meters → sub-meters → equipment, losses",
          description="Meters linked to the space and its sub-spaces; what a master meter measured beyond "
                      "its sub-meters shows as a losses / unmetered node. format=json|html|png.")
     def sankey(
         self, database: NamedDependency[Database], principal: NamedDependency[Principal],
-        space_id: Annotated[int, Parameter(query="id", ge=1, description="The space's id")],
-        from_: Annotated[str, Parameter(query="from", description=FROM_DOC)],
-        to: Annotated[str, Parameter(description=TO_DOC)],
-        format: Annotated[Literal["json", "html", "png"], Parameter(description="Output format")] = "json",
-    ) -> Response:
+        space_id: Annotated[int, QueryParameter(name="id", ge=1, description="The space's id")],
+        from_: Annotated[str, QueryParameter(name="from", description=FROM_DOC)],
+        to: Annotated[str, QueryParameter(description=TO_DOC)],
+        format: Annotated[Literal["json", "html", "png"], QueryParameter(description="Output format")] = "json",
+    ) -> Response[Sankey]:
         try:
             zone = get_settings().reporting_timezone
             from zoneinfo import ZoneInfo
@@ -105,6 +106,7 @@ class ReportController(Controller):
         return Response(flow)
 
     @get("/reports/{metric:str}", operation_id="getReport", sync_to_thread=True,
+         operation_class=export_formats("xlsx", "html", "png", "pdf"),
          summary="Report any metric for any entity, granularity and period",
          description="One engine for every report: series with missing buckets as null, totals, per-m² "
                      "intensity, peak and base load, change against a comparison period and data "
@@ -112,20 +114,20 @@ class ReportController(Controller):
                      "exports the same report. See docs/reports.md.")
     def report(
         self, database: NamedDependency[Database], principal: NamedDependency[Principal],
-        metric: Annotated[MetricName, Parameter(description="energy, cost, carbon (location-based), "
-                                                            "carbon-market, efficiency")],
-        entity: Annotated[EntityKind, Parameter(description="Entity kind")],
-        entity_id: Annotated[int, Parameter(query="id", ge=1, description="The entity's id")],
-        from_: Annotated[str, Parameter(query="from", description=FROM_DOC)],
-        to: Annotated[str, Parameter(description=TO_DOC)],
-        granularity: Annotated[Granularity, Parameter(description="Bucket size")] = "day",
-        by: Annotated[Breakdown | None, Parameter(description="Breakdown")] = None,
-        compare: Annotated[Comparison | None, Parameter(description="Comparison period")] = None,
-        unit: Annotated[Literal["native", "kgce"], Parameter(
+        metric: Annotated[MetricName, PathParameter(description="energy, cost, carbon (location-based), "
+                                                                "carbon-market, efficiency")],
+        entity: Annotated[EntityKind, QueryParameter(description="Entity kind")],
+        entity_id: Annotated[int, QueryParameter(name="id", ge=1, description="The entity's id")],
+        from_: Annotated[str, QueryParameter(name="from", description=FROM_DOC)],
+        to: Annotated[str, QueryParameter(description=TO_DOC)],
+        granularity: Annotated[Granularity, QueryParameter(description="Bucket size")] = "day",
+        by: Annotated[Breakdown | None, QueryParameter(description="Breakdown")] = None,
+        compare: Annotated[Comparison | None, QueryParameter(description="Comparison period")] = None,
+        unit: Annotated[Literal["native", "kgce"], QueryParameter(
             description="native: the category's unit; kgce: kg coal equivalent (energy)")] = "native",
-        category: Annotated[str | None, Parameter(description="Energy category id or name")] = None,
-        format: Annotated[ReportFormat, Parameter(description="Output format")] = "json",
-    ) -> Response:
+        category: Annotated[str | None, QueryParameter(description="Energy category id or name")] = None,
+        format: Annotated[ReportFormat, QueryParameter(description="Output format")] = "json",
+    ) -> Response[Report]:
         try:
             p = report_params.parse(
                 metric=metric, entity=entity, entity_id=entity_id, granularity=granularity, start=from_,
@@ -139,15 +141,16 @@ class ReportController(Controller):
         return _render(report, p.format, name)
 
     @get("/tenants/{tenant_id:int}/bill", operation_id="getTenantBill", sync_to_thread=True,
+         operation_class=export_formats("xlsx", "pdf"),
          summary="A tenant's bill for one month (format=json|xlsx|pdf)",
          description="The tenant's current bills whose billing period falls mostly in the month of the "
                      "reporting time zone, one per energy category, with every line.")
     def tenant_bill(
         self, database: NamedDependency[Database], principal: NamedDependency[Principal],
-        tenant_id: Annotated[int, Parameter(ge=1, description="The tenant's id")],
-        month: Annotated[str, Parameter(description="YYYY-MM", pattern=r"^\d{4}-\d{2}$")],
-        format: Annotated[Literal["json", "xlsx", "pdf"], Parameter(description="Output format")] = "json",
-    ) -> Response:
+        tenant_id: Annotated[int, PathParameter(ge=1, description="The tenant's id")],
+        month: Annotated[str, QueryParameter(description="YYYY-MM", pattern=r"^\d{4}-\d{2}$")],
+        format: Annotated[Literal["json", "xlsx", "pdf"], QueryParameter(description="Output format")] = "json",
+    ) -> Response[TenantBill]:
         try:
             with database.connection() as conn:
                 bill = tenant_bill.build(conn, tenant_id, month, principal.scope)

@@ -40,6 +40,7 @@ from typing import Callable
 import anyio
 from litestar import Request
 from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
@@ -237,7 +238,7 @@ async def requires_unrestricted(connection: ASGIConnection, _: BaseRouteHandler)
                       "principals restricted to some spaces or tenants cannot change configuration")
 
 
-def provide_principal(request: Request, database: Database) -> Principal:
+def provide_principal(request: Request, database: NamedDependency[Database]) -> Principal:
     """Dependency `principal`: the authenticated caller.
 
     It names `database` (unused) so that Litestar resolves the two dependencies one after
