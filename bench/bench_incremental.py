@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,9 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench_backfill import START, copy_readings, create_database, create_meters, drop_database  # noqa: E402
+from bench_backfill import (  # noqa: E402
+    START, ServerCpu, copy_readings, create_database, create_meters, drop_database,
+)
 from jobs.runner import load_pipeline, run_pipeline  # noqa: E402
 
 
@@ -46,12 +49,22 @@ def main() -> None:
             load_s = time.perf_counter() - t0
             print(f"{args.meters:,} meters: {rows:,} new raw rows (one hour) loaded by COPY in {load_s:.1f} s")
             print("stages:", " -> ".join(s.NAME for s in stages))
+            # The cycle as the scheduler runs it (run_pipeline), stage by stage so the
+            # server's CPU time per stage can be read beside the wall-clock time: on a
+            # shared machine the latter also measures the neighbours.
+            cpu = ServerCpu(name)
+            results = []
             t0 = time.perf_counter()
-            results = run_pipeline(conn, stages=stages)
+            for stage in stages:
+                results += run_pipeline(conn, stages=[stage])
+                cpu.progress(stage.NAME, START, START)
             wall = time.perf_counter() - t0
+            load = os.getloadavg()
+        print(f"  load average at the end {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} on {os.cpu_count()} cores")
         for r in results:
-            print(f"  {r.stage:<10} {r.seconds:7.2f} s  {r.rows:>10,} rows  {r.status}")
-        print(f"  {'cycle':<10} {wall:7.2f} s")
+            print(f"  {r.stage:<10} {r.seconds:7.2f} s  {r.rows:>10,} rows  {r.status}"
+                  f"  server CPU {cpu.per_stage.get(r.stage, 0.0):5.2f} s")
+        print(f"  {'cycle':<10} {wall:7.2f} s  server CPU {sum(cpu.per_stage.values()):5.2f} s")
     finally:
         if not args.keep:
             drop_database(name)

@@ -103,18 +103,22 @@ def backfill_command(
     from_: str = typer.Option(..., "--from", help="Start of the range."),
     to: str = typer.Option(..., "--to", help="End of the range (exclusive)."),
     chunk: str = typer.Option("1d", "--chunk", help="Chunk size: 6h, 1d, 7d…"),
+    workers: int = typer.Option(
+        0, "--workers", min=0,
+        help="Connections for the stages that split their work (clean, normalize, rollups); 0: one per core.",
+    ),
 ) -> None:
     """Recompute a time range through the whole pipeline, chunk by chunk, with progress."""
     import psycopg
     from tqdm import tqdm
 
     from app.db import database_url
-    from jobs.runner import backfill, chunks, load_pipeline
+    from jobs.runner import backfill, chunks, load_pipeline, stage_chunk
 
     start, end = _range(from_, to)
     size = parse_duration(chunk, "--chunk")
     stages = load_pipeline()
-    total = len(stages) * len(list(chunks(start, end, size)))
+    total = sum(len(list(chunks(start, end, stage_chunk(s, size)))) for s in stages)
     try:
         with psycopg.connect(database_url(), autocommit=True) as conn, tqdm(
             total=total, unit="chunk", desc="backfill"
@@ -123,7 +127,7 @@ def backfill_command(
                 bar.set_postfix_str(f"{stage} {lo:%Y-%m-%d %H:%M}")
                 bar.update(1)
 
-            totals = backfill(conn, start, end, chunk=size, stages=stages, progress=step)
+            totals = backfill(conn, start, end, chunk=size, stages=stages, progress=step, workers=workers or None)
     except psycopg.OperationalError as exc:
         _fail(f"cannot reach the database: {exc}", code=1)
     except RuntimeError as exc:

@@ -178,6 +178,12 @@ def chunks(start: dt.datetime, end: dt.datetime, size: dt.timedelta) -> Iterator
         start += size
 
 
+def stage_chunk(stage: StageModule, chunk: dt.timedelta) -> dt.timedelta:
+    """The piece size a backfill uses for a stage: the chunk asked for, or the stage's
+    BACKFILL_CHUNK when that is larger."""
+    return max(chunk, getattr(stage, "BACKFILL_CHUNK", chunk))
+
+
 def default_workers() -> int:
     """Backfill connections: one per core, at most 4 (the server needs the cores too)."""
     return max(1, min(4, os.cpu_count() or 1))
@@ -211,7 +217,7 @@ def backfill(
     try:
         for stage in stages if stages is not None else load_pipeline():
             total = totals.setdefault(stage.NAME, StageResult(stage.NAME, "ok"))
-            size = max(chunk, getattr(stage, "BACKFILL_CHUNK", chunk))
+            size = stage_chunk(stage, chunk)
             parts = workers if getattr(stage, "PARTITIONS", False) else 1
             while len(pool) < parts - 1:
                 pool.append(psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True))
