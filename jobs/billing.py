@@ -12,9 +12,11 @@ Meters sharing a period's tariff segments are priced together in one numpy pass.
 
 from __future__ import annotations
 
+import concurrent.futures
 import datetime as dt
 import logging
 import struct
+import time
 from collections import defaultdict
 from decimal import Decimal
 
@@ -134,6 +136,45 @@ def load_matrix(conn: psycopg.Connection, meter_ids: list[int], start: dt.dateti
         energy[i, c] = np.frombuffer(e_bytes, dtype=_F8_ELEM, offset=_ARRAY_HEADER)["v"]
         present[i, c] = True
     return energy, present
+
+
+class Loader:
+    """Energy matrices for a sequence of (meters, period start, period end), one ahead.
+
+    When the caller's transaction has written nothing yet, every row it can see is
+    committed, so a second connection sees the same energy: the next matrix is then
+    read there, on a worker thread, while this one is priced and written (the server
+    scans for one while Python prices the other; two cores, half the wall time of the
+    load). Otherwise (energy written earlier in the same transaction, as tests do) each
+    matrix is read on the caller's connection when asked for. `waited` is the time spent
+    waiting for matrices."""
+
+    def __init__(self, conn: psycopg.Connection, jobs: list[tuple[list[int], dt.datetime, dt.datetime]]):
+        self.conn, self.jobs, self.waited = conn, jobs, 0.0
+        self.side: psycopg.Connection | None = None
+        if len(jobs) > 1 and conn.execute("SELECT pg_current_xact_id_if_assigned() IS NULL").fetchone()[0]:
+            try:
+                self.side = psycopg.connect(conn.info.dsn, password=conn.info.password, autocommit=True)
+            except psycopg.Error as exc:          # no second connection: read in line
+                log.info("billing loads energy on one connection: %s", exc)
+
+    def __iter__(self):
+        if self.side is None:
+            for job in self.jobs:
+                t = time.perf_counter()
+                out = load_matrix(self.conn, *job)
+                self.waited += time.perf_counter() - t
+                yield job, out
+            return
+        with self.side, concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = pool.submit(load_matrix, self.side, *self.jobs[0])
+            for i, job in enumerate(self.jobs):
+                t = time.perf_counter()
+                out = ahead.result()
+                self.waited += time.perf_counter() - t
+                if i + 1 < len(self.jobs):
+                    ahead = pool.submit(load_matrix, self.side, *self.jobs[i + 1])
+                yield job, out
 
 
 def load_reactive(conn: psycopg.Connection, meter_ids: list[int], start: dt.datetime, end: dt.datetime
@@ -526,32 +567,22 @@ def bill_range(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
     touched, entity_keys = 0, set()
     span_lo, span_hi, all_meters = None, None, set()
     daily = DailyCost(conn)
-    for (ps, pe, segs), meters in sorted(work.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-        segments = [Segment(tid, tariffs[tid], a, b) for tid, a, b in segs]
-        currency = {s.tariff.wattline.currency for s in segments}
+    periods = sorted(work.items(), key=lambda kv: (kv[0][0], kv[0][1]))
+    for (ps, pe, segs), meters in periods:
+        currency = {tariffs[tid].wattline.currency for tid, _, _ in segs}
         if len(currency) > 1:
             raise ValueError(f"meters {meters[:5]}…: tariffs in {sorted(currency)} within one billing period")
-        bill_currency = currency.pop()
-        for i in range(0, len(meters), BATCH):
-            batch = meters[i:i + BATCH]
-            energy, present = load_matrix(conn, batch, ps, pe)
-            reactive = load_reactive(conn, batch, ps, pe)
-            res = price_period(segments, (ps, pe), energy, present, reactive,
-                               is_open=now < pe + grace)
-            touched += write_meter_cost(conn, batch, (ps, pe), res)
-            daily.add(batch, (ps, pe), res)
-            bills = []
-            for j, m in enumerate(batch):
-                cat, cc = meta[m]
-                bills.append(dict(entity_kind="meter", entity_id=m, category_id=cat, period_start=ps,
-                                  period_end=pe, currency=bill_currency,
-                                  energy=float(res.energy[j]), lines=_line_tuples(res.lines[j])))
-                if cc is not None:
-                    entity_keys.add(("cost_center", cc, cat, ps))
-                for t_id in tenants.get(m, []):
-                    entity_keys.add(("tenant", t_id, cat, ps))
-            touched += write_bills(conn, bills)
-        all_meters.update(meters)
+    jobs = [(meters[i:i + BATCH], ps, pe, segs)
+            for (ps, pe, segs), meters in periods for i in range(0, len(meters), BATCH)]
+    loads = iter(Loader(conn, [(batch, ps, pe) for batch, ps, pe, _ in jobs]))
+    try:
+        priced = list(_price_and_write(conn, zip(loads, jobs), tariffs, now, grace, meta, tenants, daily))
+    finally:
+        loads.close()                    # stops the worker and closes its connection, also on error
+    for batch, ps, pe, n, keys in priced:
+        touched += n
+        entity_keys |= keys
+        all_meters.update(batch)
         span_lo = ps if span_lo is None else min(span_lo, ps)
         span_hi = pe if span_hi is None else max(span_hi, pe)
     touched += write_bills(conn, entity_bills(conn, entity_keys))
@@ -564,6 +595,32 @@ def bill_range(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
             "ON CONFLICT (meter_id) DO UPDATE SET data_until = greatest(billing.meter_watermark.data_until, "
             "EXCLUDED.data_until)", (sorted(all_meters), span_hi))
     return touched
+
+
+def _price_and_write(conn, loaded, tariffs, now, grace, meta, tenants, daily):
+    """Price each loaded batch, write its interval cost, daily cost and meter bills; yield
+    (batch, period start, period end, rows touched, entity bill keys)."""
+    for ((batch, ps, pe), (energy, present)), (_, _, _, segs) in loaded:
+        touched, entity_keys = 0, set()
+        segments = [Segment(tid, tariffs[tid], a, b) for tid, a, b in segs]
+        bill_currency = segments[0].tariff.wattline.currency
+        reactive = load_reactive(conn, batch, ps, pe)
+        res = price_period(segments, (ps, pe), energy, present, reactive,
+                           is_open=now < pe + grace)
+        touched += write_meter_cost(conn, batch, (ps, pe), res)
+        daily.add(batch, (ps, pe), res)
+        bills = []
+        for j, m in enumerate(batch):
+            cat, cc = meta[m]
+            bills.append(dict(entity_kind="meter", entity_id=m, category_id=cat, period_start=ps,
+                              period_end=pe, currency=bill_currency,
+                              energy=float(res.energy[j]), lines=_line_tuples(res.lines[j])))
+            if cc is not None:
+                entity_keys.add(("cost_center", cc, cat, ps))
+            for t_id in tenants.get(m, []):
+                entity_keys.add(("tenant", t_id, cat, ps))
+        touched += write_bills(conn, bills)
+        yield batch, ps, pe, touched, entity_keys
 
 
 def close_due_bills(conn: psycopg.Connection) -> int:

@@ -258,3 +258,17 @@ def test_intervals_without_an_energy_period_are_stored_with_null_period(conn):
     # 1440 kWh × 0.10 + fixed 31 × 15/30
     assert bills(conn)[0][5] == Decimal("144.00") + Decimal("15.50")
     assert_interval_cost_sums_to_bills(conn)
+
+
+def test_energy_written_in_the_same_transaction_is_billed(conn):
+    """The loader reads ahead on a second connection only while the caller's transaction
+    has written nothing; energy written earlier in the same transaction is still billed."""
+    cat, cc, ids = make_site(conn, meters=2)
+    assign(conn, import_tariff(conn, flat_tariff("flat", 0.10)), category=cat, cost_center=cc)
+    with conn.transaction():
+        for m in ids:
+            write_energy(conn, m, JUNE[0], JULY[1], 1.0)
+        billing.run(conn, JUNE[0], JULY[1])
+    # June 2880 kWh, July 2976 kWh at 0.10, for each meter
+    assert sorted(b[5] for b in bills(conn)) == [Decimal("288.00")] * 2 + [Decimal("297.60")] * 2
+    assert_interval_cost_sums_to_bills(conn)
