@@ -3,6 +3,7 @@
 -- reporting zone (the rollups' TOU periods summed); api.entity_cost_daily / _monthly one
 -- row per entity (space subtree, tenant, store, shopfloor, equipment, combined equipment,
 -- cost center), direction and category, read from the entity cost rollups;
+-- api.entity_cost_period_daily / _monthly the same by energy item and TOU period;
 -- api.bill one row per bill revision; api.bill_line one row per line.
 -- Written by migrations; read by the dashboards (wattline_reader) and analysts.
 --
@@ -83,6 +84,26 @@ FROM billing.api_entity_cost('month') c
 JOIN config.energy_category cat ON cat.id = c.category_id
 LEFT JOIN energy.entity e ON e.entity_kind = c.entity_kind AND e.entity_id = c.entity_id;
 
+-- Cost of an entity by TOU period (period NULL: intervals priced without one) and energy
+-- item (item_id 0: meters without one), straight from the entity cost rollups.
+CREATE VIEW api.entity_cost_period_daily AS
+SELECT c.entity_kind, c.entity_id, e.name AS entity, c.direction, c.category_id, cat.name AS category,
+       c.item_id, nullif(c.period, -1) AS period, c.bucket,
+       (c.bucket AT TIME ZONE billing.api_zone())::date AS day,
+       c.energy_charge, c.allocated_charge, c.total, c.meters, c.intervals
+FROM billing.entity_cost_daily c
+JOIN config.energy_category cat ON cat.id = c.category_id
+LEFT JOIN energy.entity e ON e.entity_kind = c.entity_kind AND e.entity_id = c.entity_id;
+
+CREATE VIEW api.entity_cost_period_monthly AS
+SELECT c.entity_kind, c.entity_id, e.name AS entity, c.direction, c.category_id, cat.name AS category,
+       c.item_id, nullif(c.period, -1) AS period, c.bucket,
+       (c.bucket AT TIME ZONE billing.api_zone())::date AS month,
+       c.energy_charge, c.allocated_charge, c.total, c.meters, c.intervals
+FROM billing.entity_cost_monthly c
+JOIN config.energy_category cat ON cat.id = c.category_id
+LEFT JOIN energy.entity e ON e.entity_kind = c.entity_kind AND e.entity_id = c.entity_id;
+
 CREATE VIEW api.tariff AS
 SELECT id, label, name, utility, timezone, currency, valid_from, valid_to, version, updated_at
 FROM config.tariff;
@@ -110,7 +131,8 @@ JOIN billing.bill b ON b.id = l.bill_id
 LEFT JOIN config.tariff tf ON tf.id = l.tariff_id;
 
 -- migrate:down
-DROP VIEW IF EXISTS api.bill_line, api.bill, api.tariff, api.entity_cost_monthly, api.entity_cost_daily,
+DROP VIEW IF EXISTS api.bill_line, api.bill, api.tariff, api.entity_cost_period_monthly,
+    api.entity_cost_period_daily, api.entity_cost_monthly, api.entity_cost_daily,
     api.cost_monthly, api.cost_daily;
 DROP FUNCTION IF EXISTS billing.api_entity_cost(text);
 DROP FUNCTION IF EXISTS billing.api_zone();

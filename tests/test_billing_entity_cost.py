@@ -248,3 +248,9 @@ def test_api_cost_views_sum_the_periods(conn, site):
     assert set(meters.values()) == {5}
     assert one(conn, "SELECT sum(total) FROM api.entity_cost_monthly WHERE entity_kind = 'cost_center'") == \
         one(conn, "SELECT sum(total) FROM billing.meter_cost")
+    by_period = dict(conn.execute(
+        "SELECT coalesce(period, -1), sum(total) FROM api.entity_cost_period_monthly WHERE entity_kind = 'space' "
+        "AND entity_id = %s GROUP BY 1", (site["Site"],)).fetchall())
+    assert by_period == dict(conn.execute(
+        "SELECT coalesce(period, -1), sum(total) FROM billing.meter_cost WHERE meter_id = ANY (%s) GROUP BY 1",
+        (counted,)).fetchall())
