@@ -5,11 +5,13 @@ server), migrates it, writes the intervals, imports factors (yearly static facto
 mid-year change, and an hourly location-based intensity series for one region), fills
 the energy rollups (the rollups stage's work, timed apart: jobs.carbon reads the hourly
 one), then times jobs.carbon over the whole range: once on one connection, once split by
-half-range across two connections in parallel, once split by meters (odd and even ids)
-across two connections. Checks the monthly rollup of a few meters against the
-per-interval view. Prints the figures; drops the database unless --keep.
+half-range across two connections in parallel, once split by meters (odd and even ids,
+the stage's partitions in a backfill) across two connections. Checks the monthly rollup
+of a few meters against the per-interval view. Prints the figures; drops the database
+unless --keep.
 
     .venv/bin/python bench/bench_carbon.py [--meters 1000] [--months 12] [--keep]
+    .venv/bin/python bench/bench_carbon.py --months 12 --database NAME   # time again
 """
 
 from __future__ import annotations
@@ -108,15 +110,15 @@ def _timed_refresh(*args, **kwargs):
 carbon_app.refresh_rollups = _timed_refresh   # app.carbon.compute calls it by module name
 
 
-def timed_run(url: str, spans: list[tuple[dt.datetime, dt.datetime, list[int] | None]]) -> tuple[float, int]:
-    """Run the spans on one connection each, in parallel; a span with meter ids computes
-    those meters only (app.carbon.compute), else the stage over every meter."""
+def timed_run(url: str, spans: list[tuple[dt.datetime, dt.datetime, tuple[int, int] | None]]) -> tuple[float, int]:
+    """Run the stage over each span on a connection of its own, in parallel; a span with
+    part=(i, n) does the meters whose id is i modulo n (as a backfill's workers do)."""
     results: list[int] = []
     ROLLUP_SECONDS.clear()
 
-    def work(s: dt.datetime, e: dt.datetime, ids: list[int] | None) -> None:
+    def work(s: dt.datetime, e: dt.datetime, part: tuple[int, int] | None) -> None:
         with psycopg.connect(url) as c:
-            results.append(stage.run(c, s, e) if ids is None else carbon_app.compute(c, s, e, ids))
+            results.append(stage.run(c, s, e, part=part))
 
     threads = [threading.Thread(target=work, args=span) for span in spans]
     t0 = time.perf_counter()
@@ -132,19 +134,24 @@ def main() -> None:
     ap.add_argument("--meters", type=int, default=1000)
     ap.add_argument("--months", type=int, default=12)
     ap.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    ap.add_argument("--database", help="time again on a database an earlier run kept (same --months)")
     args = ap.parse_args()
     server = server_url()
-    name = f"wattline_bench_carbon_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(server, autocommit=True) as c:
-        c.execute(f'CREATE DATABASE "{name}"')
+    name = args.database or f"wattline_bench_carbon_{uuid.uuid4().hex[:8]}"
+    if not args.database:
+        with psycopg.connect(server, autocommit=True) as c:
+            c.execute(f'CREATE DATABASE "{name}"')
+        if args.keep:
+            print(f"database {name} (kept)")
     url = make_url(server).set(database=name).render_as_string(hide_password=False)
     try:
-        migrate.upgrade(url=url)
         end = add_months(START, args.months)
-        with psycopg.connect(url) as conn:
-            populate(conn, args.meters, end)
+        if not args.database:
+            migrate.upgrade(url=url)
+            with psycopg.connect(url) as conn:
+                populate(conn, args.meters, end)
         with psycopg.connect(url, autocommit=True) as c:
-            c.execute("VACUUM ANALYZE energy.meter_interval")
+            c.execute("VACUUM ANALYZE energy.meter_interval, energy.meter_hourly, energy.meter_daily")
         seconds, rows = timed_run(url, [(START, end, None)])
         print(f"carbon, one connection:   {rows:,} intervals in {seconds:.1f} s "
               f"({rows / seconds:,.0f} intervals/s; rollup refresh {sum(ROLLUP_SECONDS):.1f} s of it)")
@@ -158,7 +165,7 @@ def main() -> None:
                   f"({rows / seconds:,.0f} intervals/s)")
         with psycopg.connect(url) as conn:
             ids = [r[0] for r in conn.execute("SELECT id FROM config.meter ORDER BY id")]
-        seconds, rows = timed_run(url, [(START, end, ids[0::2]), (START, end, ids[1::2])])
+        seconds, rows = timed_run(url, [(START, end, (0, 2)), (START, end, (1, 2))])
         print(f"carbon, two connections by meter:  {rows:,} intervals in {seconds:.1f} s "
               f"({rows / seconds:,.0f} intervals/s)")
         with psycopg.connect(url) as conn:
@@ -180,7 +187,7 @@ def main() -> None:
               f"monthly rollup rows {monthly[0]:,}; {len(sample)} meters' months equal their intervals' sums; "
               f"rollup tables {size}")
     finally:
-        if not args.keep:
+        if not args.keep and not args.database:
             with psycopg.connect(server, autocommit=True) as c:
                 c.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -20,6 +20,10 @@ from app.carbon import compute, rebuild_rollups, rollups_in_step
 from jobs.dirty import DirtyRange, advance, merge, pending
 
 NAME = "carbon"
+PARTITIONS = True   # explicit ranges split by meter (jobs.base): a backfill uses every worker
+# The hourly refresh reads the hourly energy rollup by time, which has no index on time
+# alone: a backfill does best taking its whole range at once.
+BACKFILL_CHUNK = dt.timedelta(days=366)
 
 
 def _spans(ranges: list[DirtyRange]) -> list[tuple[dt.datetime, dt.datetime, list[int] | None]]:
@@ -32,17 +36,30 @@ def _spans(ranges: list[DirtyRange]) -> list[tuple[dt.datetime, dt.datetime, lis
     return out
 
 
-def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None) -> int:
+def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None,
+        *, part: tuple[int, int] | None = None) -> int:
     """Recompute carbon over [start, end) for every meter, or incrementally over the
-    dirty ranges (both None). Returns the 15-minute intervals recomputed."""
+    dirty ranges (both None). part=(i, n): only the meters whose id is i modulo n
+    (explicit ranges only). Returns the 15-minute intervals recomputed."""
     if (start is None) != (end is None):
         raise ValueError("give both start and end, or neither")
     if start is not None and start >= end:
         raise ValueError(f"empty range: {start} >= {end}")
+    if part and start is None:
+        raise ValueError("only explicit ranges can be split into parts")
     if not rollups_in_step(conn):
+        if part:
+            # Parts run side by side: one of them rebuilding would drop the others' tables.
+            raise RuntimeError("the carbon rollups are not in the energy rollups' zone: "
+                               "run the stage once without parts to rebuild them")
         rebuild_rollups(conn)
     if start is not None:
-        return compute(conn, start, end)
+        if part is None:
+            return compute(conn, start, end)
+        i, n = part
+        meters = [m for (m,) in conn.execute(
+            "SELECT meter_id FROM carbon.meter_carbon WHERE meter_id %% %s = %s ORDER BY 1", (n, i))]
+        return compute(conn, start, end, meters) if meters else 0
     ranges, high = pending(conn, NAME, "meter")
     touched = sum(compute(conn, s, e, ids) for s, e, ids in _spans(ranges))
     advance(conn, NAME, high)

@@ -152,14 +152,15 @@ SELECT i.meter_id, i.ts, m.scope,
        | (CASE WHEN m.region_id IS NULL THEN 64 ELSE 0 END) AS flags
 FROM energy.meter_interval i
 JOIN carbon.meter_carbon m ON m.meter_id = i.meter_id
-LEFT JOIN LATERAL (   -- periods are at most an hour long: the index range stays short
+LEFT JOIN LATERAL (   -- periods are at most an hour long and never overlap: one short index range
+                      -- (LIMIT keeps it a parameterised index scan)
     SELECT g.kgco2e_per_kwh AS k FROM carbon.grid_intensity g
     WHERE g.region_id = m.region_id AND g.category_id = m.category_id AND g.basis = 'location'
-      AND g.ts <= i.ts AND g.ts > i.ts - INTERVAL '1 hour' AND g.ts_end > i.ts) gl ON true
+      AND g.ts <= i.ts AND g.ts > i.ts - INTERVAL '1 hour' AND g.ts_end > i.ts LIMIT 1) gl ON true
 LEFT JOIN LATERAL (
     SELECT g.kgco2e_per_kwh AS k FROM carbon.grid_intensity g
     WHERE g.region_id = m.region_id AND g.category_id = m.category_id AND g.basis = 'market'
-      AND g.ts <= i.ts AND g.ts > i.ts - INTERVAL '1 hour' AND g.ts_end > i.ts) gm ON true
+      AND g.ts <= i.ts AND g.ts > i.ts - INTERVAL '1 hour' AND g.ts_end > i.ts LIMIT 1) gm ON true
 LEFT JOIN LATERAL (   -- the region's own factor, else the one without region
     SELECT f.id, f.kgco2e_per_unit AS k, f.region_id IS NULL AS dflt FROM config.emission_factor f
     WHERE f.category_id = m.category_id AND f.basis = 'location'
@@ -213,11 +214,11 @@ LANGUAGE sql STABLE AS $$
         LEFT JOIN LATERAL (
             SELECT g.kgco2e_per_kwh AS k FROM carbon.grid_intensity g
             WHERE g.region_id = s.region_id AND g.category_id = s.category_id AND g.basis = 'location'
-              AND g.ts <= s.lo AND g.ts > s.lo - INTERVAL '1 hour' AND g.ts_end > s.lo) gl ON true
+              AND g.ts <= s.lo AND g.ts > s.lo - INTERVAL '1 hour' AND g.ts_end > s.lo LIMIT 1) gl ON true
         LEFT JOIN LATERAL (
             SELECT g.kgco2e_per_kwh AS k FROM carbon.grid_intensity g
             WHERE g.region_id = s.region_id AND g.category_id = s.category_id AND g.basis = 'market'
-              AND g.ts <= s.lo AND g.ts > s.lo - INTERVAL '1 hour' AND g.ts_end > s.lo) gm ON true
+              AND g.ts <= s.lo AND g.ts > s.lo - INTERVAL '1 hour' AND g.ts_end > s.lo LIMIT 1) gm ON true
         LEFT JOIN LATERAL (
             SELECT f.id, f.kgco2e_per_unit AS k, f.region_id IS NULL AS dflt FROM config.emission_factor f
             WHERE f.category_id = s.category_id AND f.basis = 'location'
@@ -438,7 +439,8 @@ BEGIN
         JOIN carbon_m m ON m.meter_id = h.meter_id
         JOIN carbon_hour c ON c.category_id = m.category_id AND c.rkey = m.rkey AND c.bucket = h.bucket
         WHERE h.bucket >= lo AND h.bucket < hi AND (p_meter_ids IS NULL OR h.meter_id = ANY (p_meter_ids))
-        ORDER BY 1, 2, 3   -- primary-key order: the index fills page by page
+        -- no ORDER BY: the hash joins keep the order of energy.meter_hourly, which its
+        -- refresh wrote in (meter, bucket) order; sorting millions of rows costs more
         RETURNING intervals)
     SELECT coalesce(sum(intervals), 0) INTO n FROM ins;
 
@@ -461,17 +463,20 @@ BEGIN
     RETURN n;
 END $$;
 
--- Daily rollup, days wholly inside [p_start, p_end), for the given meters (NULL: all):
--- the sum of the hourly rollup where the local day is a whole number of hour buckets
--- (every zone whose offsets differ by whole hours), else summed from the intervals.
+-- Daily rollup, days wholly inside [p_start, p_end), for the given meters (NULL: all).
+-- A day lying wholly in one segment of the factor timeline is the meter's daily energy
+-- (energy.meter_daily) times the factors, exactly as for hours. Other days are the sum of
+-- their hourly rows where the local day is a whole number of hour buckets (every zone
+-- whose offsets differ by whole hours), else (Lord Howe Island in winter) the sum of the
+-- interval view. Reads energy.meter_daily and carbon.meter_hourly (refresh hours first).
 CREATE FUNCTION carbon.refresh_daily(p_start timestamptz, p_end timestamptz, p_meter_ids integer[])
 RETURNS bigint LANGUAGE plpgsql AS $$
 DECLARE
-    s     carbon.rollup_setting;
-    lo    timestamptz;
-    hi    timestamptz;
-    n     bigint;
-    split timestamptz[];
+    s  carbon.rollup_setting;
+    lo timestamptz;
+    hi timestamptz;
+    n  bigint;
+    k  bigint;
 BEGIN
     SELECT * INTO s FROM carbon.rollup_setting;
     lo := energy.bucket_ceil('day', p_start, s.reporting_timezone, s.hour_origin);
@@ -487,30 +492,81 @@ BEGIN
     END IF;
     lo := energy.bucket_start('day', lo, s.reporting_timezone, s.hour_origin);
     hi := energy.bucket_ceil('day', hi, s.reporting_timezone, s.hour_origin);
-    SELECT coalesce(array_agg(d), '{}') INTO split
-    FROM (SELECT (x AT TIME ZONE s.reporting_timezone) AS d, ((x + INTERVAL '1 day') AT TIME ZONE s.reporting_timezone) AS e
-          FROM generate_series((lo AT TIME ZONE s.reporting_timezone), (hi AT TIME ZONE s.reporting_timezone) - INTERVAL '1 day',
-                               INTERVAL '1 day') x) days
-    WHERE time_bucket(INTERVAL '1 hour', d, origin => s.hour_origin) <> d
-       OR time_bucket(INTERVAL '1 hour', e, origin => s.hour_origin) <> e;
 
-    INSERT INTO carbon.meter_daily (meter_id, scope, bucket, kgco2e_location, kgco2e_market, kgce, intervals, flags)
-    SELECT meter_id, scope, time_bucket(INTERVAL '1 day', bucket, s.reporting_timezone),
-           sum(kgco2e_location), sum(kgco2e_market), sum(kgce), sum(intervals)::bigint, bit_or(flags)
-    FROM carbon.meter_hourly
-    WHERE bucket >= lo AND bucket < hi AND (p_meter_ids IS NULL OR meter_id = ANY (p_meter_ids))
-      AND time_bucket(INTERVAL '1 day', bucket, s.reporting_timezone) <> ALL (split)
-    GROUP BY 1, 2, 3
-    ORDER BY 1, 2, 3;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF cardinality(split) > 0 THEN
-        EXECUTE format('INSERT INTO carbon.meter_daily %s ORDER BY 1, 2, 3',
-                       carbon.rollup_definition('day', s.reporting_timezone, s.hour_origin,
-                           'WHERE ts >= $1 AND ts < $2 AND ($3::integer[] IS NULL OR meter_id = ANY ($3)) '
-                           'AND time_bucket(INTERVAL ''1 day'', ts, ' || quote_literal(s.reporting_timezone)
-                           || ') = ANY ($4)'))
-            USING lo, hi, p_meter_ids, split;
+    DROP TABLE IF EXISTS pg_temp.carbon_m, pg_temp.carbon_tl, pg_temp.carbon_days, pg_temp.carbon_day,
+        pg_temp.carbon_vday, pg_temp.carbon_vhour;
+    CREATE TEMP TABLE carbon_m AS
+        SELECT m.*, CASE WHEN m.region_id IS NULL THEN 64 ELSE 0 END AS mflags FROM carbon.meter_carbon m
+        WHERE p_meter_ids IS NULL OR m.meter_id = ANY (p_meter_ids);
+    CREATE TEMP TABLE carbon_tl AS SELECT * FROM carbon.factor_timeline(lo, hi, p_meter_ids);
+    -- The local days of the window, as the energy rollups bucket them.
+    CREATE TEMP TABLE carbon_days AS
+        SELECT d, energy.bucket_next('day', d, s.reporting_timezone) AS d_end
+        FROM (SELECT DISTINCT time_bucket(INTERVAL '1 day', x, s.reporting_timezone) AS d
+              FROM generate_series(lo, hi - INTERVAL '15 minutes', INTERVAL '15 minutes') x) b;
+    CREATE INDEX ON carbon_days (d);
+    ANALYZE carbon_days;
+    -- Days wholly inside one segment, with the segment's factors.
+    CREATE TEMP TABLE carbon_day AS
+        SELECT t.category_id, t.rkey, y.d, t.lk, t.mk, t.sflags
+        FROM carbon_tl t
+        CROSS JOIN LATERAL (SELECT y.d FROM carbon_days y
+                            WHERE y.d >= t.lo AND y.d < t.hi AND y.d_end <= t.hi) y;
+    -- The other days of each (category, region).
+    CREATE TEMP TABLE carbon_vday AS
+        SELECT g.category_id, g.rkey, y.d, y.d_end,
+               time_bucket(INTERVAL '1 hour', y.d, origin => s.hour_origin) = y.d
+               AND time_bucket(INTERVAL '1 hour', y.d_end, origin => s.hour_origin) = y.d_end AS whole_hours
+        FROM (SELECT DISTINCT category_id, rkey FROM carbon_m) g CROSS JOIN carbon_days y
+        WHERE NOT EXISTS (SELECT 1 FROM carbon_day c
+                          WHERE c.category_id = g.category_id AND c.rkey = g.rkey AND c.d = y.d);
+    -- Their hour buckets, where the day is whole hours.
+    CREATE TEMP TABLE carbon_vhour AS
+        SELECT v.category_id, v.rkey, v.d, b.bucket
+        FROM carbon_vday v
+        CROSS JOIN LATERAL generate_series(v.d, v.d_end - INTERVAL '1 hour', INTERVAL '1 hour') b(bucket)
+        WHERE v.whole_hours;
+    ANALYZE carbon_m, carbon_day, carbon_vday, carbon_vhour;
+
+    WITH ins AS (
+        INSERT INTO carbon.meter_daily (meter_id, scope, bucket, kgco2e_location, kgco2e_market, kgce, intervals, flags)
+        SELECT e.meter_id, m.scope, e.bucket, e.energy * c.lk, e.energy * c.mk, e.energy * m.kgce_factor,
+               e.intervals, c.sflags | m.mflags | CASE WHEN e.valued < e.intervals THEN 32 ELSE 0 END
+        FROM energy.meter_daily e
+        JOIN carbon_m m ON m.meter_id = e.meter_id
+        JOIN carbon_day c ON c.category_id = m.category_id AND c.rkey = m.rkey AND c.d = e.bucket
+        WHERE e.bucket >= lo AND e.bucket < hi AND (p_meter_ids IS NULL OR e.meter_id = ANY (p_meter_ids))
+        RETURNING 1)
+    SELECT count(*) INTO n FROM ins;
+
+    IF EXISTS (SELECT 1 FROM carbon_vhour) THEN
+        INSERT INTO carbon.meter_daily (meter_id, scope, bucket, kgco2e_location, kgco2e_market, kgce, intervals, flags)
+        SELECT h.meter_id, h.scope, v.d, sum(h.kgco2e_location), sum(h.kgco2e_market), sum(h.kgce),
+               sum(h.intervals)::bigint, bit_or(h.flags)
+        FROM carbon.meter_hourly h
+        JOIN carbon_m m ON m.meter_id = h.meter_id
+        JOIN carbon_vhour v ON v.category_id = m.category_id AND v.rkey = m.rkey AND v.bucket = h.bucket
+        WHERE h.bucket >= lo AND h.bucket < hi AND (p_meter_ids IS NULL OR h.meter_id = ANY (p_meter_ids))
+          AND h.meter_id IN (SELECT m2.meter_id FROM carbon_m m2
+                             WHERE EXISTS (SELECT 1 FROM carbon_vday v2 WHERE v2.category_id = m2.category_id
+                                           AND v2.rkey = m2.rkey AND v2.whole_hours))
+        GROUP BY h.meter_id, h.scope, v.d;
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
     END IF;
+    IF EXISTS (SELECT 1 FROM carbon_vday WHERE NOT whole_hours) THEN
+        INSERT INTO carbon.meter_daily (meter_id, scope, bucket, kgco2e_location, kgco2e_market, kgce, intervals, flags)
+        SELECT e.meter_id, e.scope, v.d, sum(e.kgco2e_location), sum(e.kgco2e_market), sum(e.kgce),
+               count(*), bit_or(e.flags)
+        FROM carbon_vday v
+        JOIN carbon_m m ON m.category_id = v.category_id AND m.rkey = v.rkey
+        JOIN carbon.meter_emission e ON e.meter_id = m.meter_id AND e.ts >= v.d AND e.ts < v.d_end
+        WHERE NOT v.whole_hours
+        GROUP BY e.meter_id, e.scope, v.d;
+        GET DIAGNOSTICS k = ROW_COUNT;
+        n := n + k;
+    END IF;
+    DROP TABLE carbon_m, carbon_tl, carbon_days, carbon_day, carbon_vday, carbon_vhour;
     RETURN n;
 END $$;
 

@@ -90,3 +90,15 @@ def test_region_change_recomputes_the_meters_history(conn):
                  "WHERE id = %s", (m,))
     assert _run(conn) == 8
     assert [r[2] for r in emission_rows(conn, m)] == approx([10 * 0.01] * 8)
+
+
+def test_parts_by_meter_give_the_rows_of_one_run(conn):
+    _setup(conn)
+    _run(conn, t("2025-01-01"), t("2025-03-01"))
+    whole = conn.execute("SELECT * FROM carbon.meter_hourly ORDER BY 1, 2, 3").fetchall()
+    conn.execute("TRUNCATE carbon.meter_hourly, carbon.meter_daily, carbon.meter_monthly")
+    with conn.transaction():
+        n = sum(stage.run(conn, t("2025-01-01"), t("2025-03-01"), part=(i, 2)) for i in range(2))
+    assert n == 16
+    assert conn.execute("SELECT * FROM carbon.meter_hourly ORDER BY 1, 2, 3").fetchall() == whole
+    assert stage.PARTITIONS
