@@ -5,8 +5,9 @@ Runs after the rollups. A bill cannot be half recomputed, so every range it is g
 periods it touches; those periods are re-priced for the meters concerned, their
 billing.meter_cost rows rewritten, the cost rollups (per meter, then per entity)
 refreshed, and the cost-center and tenant bills holding those meters rebuilt from the
-meter bills. Entities whose meter links changed get their whole cost history recomputed. Bills of an open period
-are updated in place; a closed bill that comes out different gets a new revision.
+meter bills. Entities whose meter links changed get their whole cost history
+recomputed. Bills of an open period are updated in place; a closed bill that comes out
+different gets a new revision.
 Meters sharing a period's tariff segments are priced together in one numpy pass.
 """
 
@@ -144,8 +145,8 @@ class Loader:
     When the caller's transaction has written nothing yet, every row it can see is
     committed, so a second connection sees the same energy: the next matrix is then
     read there, on a worker thread, while this one is priced and written (the server
-    scans for one while Python prices the other; two cores, half the wall time of the
-    load). Otherwise (energy written earlier in the same transaction, as tests do) each
+    scans for the next batch while Python prices and the server stores this one).
+    Otherwise (energy written earlier in the same transaction, as a test may do) each
     matrix is read on the caller's connection when asked for. `waited` is the time spent
     waiting for matrices."""
 
