@@ -5,7 +5,7 @@ server), migrates it, writes the intervals, imports factors (yearly static facto
 mid-year change, and an hourly location-based intensity series for one region), fills
 the energy rollups (the rollups stage's work, timed apart: jobs.carbon reads the hourly
 one), then times jobs.carbon over the whole range: once on one connection, once split by
-half-range across two connections in parallel, once split by meters (odd and even ids,
+half-range across two connections in parallel, once split by meters (two blocks of ids,
 the stage's partitions in a backfill) across two connections. Checks the monthly rollup
 of a few meters against the per-interval view. Prints the figures; drops the database
 unless --keep.
@@ -112,7 +112,7 @@ carbon_app.refresh_rollups = _timed_refresh   # app.carbon.compute calls it by m
 
 def timed_run(url: str, spans: list[tuple[dt.datetime, dt.datetime, tuple[int, int] | None]]) -> tuple[float, int]:
     """Run the stage over each span on a connection of its own, in parallel; a span with
-    part=(i, n) does the meters whose id is i modulo n (as a backfill's workers do)."""
+    part=(i, n) does the i-th block of meters (as a backfill's workers do)."""
     results: list[int] = []
     ROLLUP_SECONDS.clear()
 
@@ -120,6 +120,8 @@ def timed_run(url: str, spans: list[tuple[dt.datetime, dt.datetime, tuple[int, i
         with psycopg.connect(url) as c:
             results.append(stage.run(c, s, e, part=part))
 
+    with psycopg.connect(url, autocommit=True) as c:   # start each run without the last one's dead rows
+        c.execute("VACUUM carbon.meter_hourly, carbon.meter_daily, carbon.meter_monthly")
     threads = [threading.Thread(target=work, args=span) for span in spans]
     t0 = time.perf_counter()
     for th in threads:
