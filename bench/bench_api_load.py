@@ -137,7 +137,7 @@ def main() -> None:
             time.sleep(0.3)
         wrk(base, key, paths, min(args.clients, 50), 3)        # warm: pools filled, statements prepared
         for _ in range(args.repeat):
-            api_pids = children(server.pid) if server is not None else []
+            api_pids = [server.pid, *children(server.pid)] if server is not None else []
             db_pids = backends(server_url, args.database)
             before = (cpu_seconds(api_pids), cpu_seconds(db_pids), loadavg())
             r = wrk(base, key, paths, args.clients, args.seconds)
