@@ -510,18 +510,13 @@ def refresh_cost_rollups(conn: psycopg.Connection, start: dt.datetime, end: dt.d
     holding the meters."""
     zone = _reporting_zone(conn)
     row = conn.execute("SELECT reporting_timezone, materialisation FROM billing.cost_rollup_setting").fetchone()
-    rebuilt = row is None or row[0] != zone
+    # (continuous aggregates: built by an earlier version; they are tables on every edition now)
+    rebuilt = row is None or row[0] != zone or row[1] != "table"
     if rebuilt:
-        kind = conn.execute("SELECT billing.build_cost_rollups(%s)", (zone,)).fetchone()[0]
+        conn.execute("SELECT billing.build_cost_rollups(%s)", (zone,))
         lo, hi = conn.execute("SELECT min(ts), max(ts) + interval '15 minutes' FROM billing.meter_cost").fetchone()
         if lo is not None:   # refill the whole history
             start, end, meter_ids = min(lo, start), max(hi, end), None
-    else:
-        kind = row[1]
-    if kind != "table":
-        log.info("cost rollups are continuous aggregates: refresh them outside the transaction "
-                 "(jobs.billing.refresh_cost_aggregates)")
-        return 0
     lo, hi = conn.execute(
         "SELECT time_bucket('1 month', %(s)s::timestamptz, %(z)s), "
         "(time_bucket('1 month', %(e)s::timestamptz - interval '1 microsecond', %(z)s) AT TIME ZONE %(z)s "
@@ -543,13 +538,6 @@ def refresh_dirty_entities(conn: psycopg.Connection) -> int:
     """Entity cost rollups of the entities whose meter links changed, over their whole
     history (billing.entity_dirty, copied from the link triggers' ops.entity_dirty)."""
     return conn.execute("SELECT billing.refresh_dirty_cost_entities()").fetchone()[0]
-
-
-def refresh_cost_aggregates(url: str, start: dt.datetime, end: dt.datetime) -> None:
-    """Community edition: refresh the continuous aggregates (outside any transaction)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        for obj in ("cost_daily", "cost_monthly"):
-            conn.execute(f"CALL refresh_continuous_aggregate('billing.{obj}', %s, %s)", (start, end))
 
 
 # -------------------------------------------------------------------------- stage

@@ -198,12 +198,14 @@ SELECT create_hypertable('billing.meter_cost', by_range('ts', INTERVAL '7 days')
                          create_default_indexes => false);
 CREATE UNIQUE INDEX meter_cost_meter_ts_uq ON billing.meter_cost (meter_id, ts);
 
--- Cost rollups billing.cost_daily / cost_monthly, built exactly like the energy rollups
--- (sql/energy_rollups.sql): one SQL definition per grain, a continuous aggregate on the
--- Community edition (monthly hierarchical on daily), else a table that
--- billing.refresh_cost_rollup refills over whole buckets with the very same SELECT (the
--- billing stage writes the days that lie wholly inside the periods it re-priced straight
--- from its priced arrays, the same rows: tests/test_billing_entity_cost.py compares them).
+-- Cost rollups billing.cost_daily / cost_monthly, built with the energy rollups' machinery
+-- (sql/energy_rollups.sql): one SQL definition per grain, materialised as a table on
+-- every edition, which billing.refresh_cost_rollup refills over whole buckets with the
+-- very same SELECT (the billing stage writes the days that lie wholly inside the periods
+-- it re-priced straight from its priced arrays, the same rows:
+-- tests/test_billing_entity_cost.py compares them). Not a continuous aggregate even where
+-- the edition has them: the stage writes interval cost and rollups in one transaction,
+-- and a continuous aggregate can only be refreshed outside it, after the commit.
 -- Grain: one row per meter, local day / month of the reporting zone and energy TOU period
 -- (`period`, -1 for intervals without one), so a cost breakdown by TOU period reads
 -- rollups, not 15-minute rows. Sum over `period` for a meter's bucket total.
@@ -265,7 +267,7 @@ CREATE FUNCTION billing.build_cost_rollups(zone text) RETURNS text
 LANGUAGE plpgsql AS $$
 DECLARE
     origin timestamptz;
-    kind   text := energy.rollup_materialisation();
+    kind   text := 'table';   -- on every edition (see above)
     g      text;
 BEGIN
     IF zone IS NULL OR NOT config.valid_timezone(zone) THEN
