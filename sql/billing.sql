@@ -442,34 +442,20 @@ BEGIN
 END $$;
 
 -- Consume billing.entity_dirty: recompute the whole cost history of every entity whose
--- membership changed, expanded as energy.refresh_dirty_entities expands it (a space's
--- ancestors; the combined equipment holding changed equipment; every entity holding a
--- changed meter). Returns rows written.
+-- membership changed (energy.entities_affected). Returns rows written.
 CREATE FUNCTION billing.refresh_dirty_cost_entities() RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    k text;
+    kinds text[];
     ids integer[];
+    k text;
+    members integer[];
     total bigint := 0;
 BEGIN
-    FOR k, ids IN
-        WITH d AS (
-            DELETE FROM billing.entity_dirty RETURNING entity_kind, entity_id
-        ), x AS (
-            SELECT entity_kind, entity_id FROM d WHERE entity_kind <> 'meter'
-            UNION
-            SELECT 'space', c.ancestor_id FROM d JOIN config.space_closure c
-                ON d.entity_kind = 'space' AND c.space_id = d.entity_id
-            UNION
-            SELECT 'combined_equipment', cm.combined_equipment_id FROM d
-            JOIN config.combined_equipment_member cm ON d.entity_kind = 'equipment' AND cm.equipment_id = d.entity_id
-            UNION
-            SELECT em.entity_kind, em.entity_id FROM d JOIN energy.entity_meter em
-                ON d.entity_kind = 'meter' AND em.meter_id = d.entity_id
-        )
-        SELECT entity_kind, array_agg(entity_id ORDER BY entity_id) FROM x GROUP BY entity_kind
-    LOOP
-        total := total + billing.refresh_entity_cost_rollups('-infinity', 'infinity', NULL, k, ids);
+    WITH d AS (DELETE FROM billing.entity_dirty RETURNING entity_kind, entity_id)
+    SELECT array_agg(entity_kind), array_agg(entity_id) INTO kinds, ids FROM d;
+    FOR k, members IN SELECT * FROM energy.entities_affected(kinds, ids) LOOP
+        total := total + billing.refresh_entity_cost_rollups('-infinity', 'infinity', NULL, k, members);
     END LOOP;
     RETURN total;
 END $$;

@@ -213,40 +213,52 @@ BEGIN
     RETURN total + n;
 END $$;
 
+-- The entities to recompute when the given entities' membership changed: themselves, a
+-- space's ancestors, the combined equipment holding changed equipment, every entity
+-- holding a changed meter (kind 'meter'). One row per kind with its ids. Shared by the
+-- energy and the cost entity rollups.
+CREATE FUNCTION energy.entities_affected(p_kind text[], p_id integer[])
+RETURNS TABLE (entity_kind text, entity_ids integer[])
+LANGUAGE sql STABLE AS $$
+    WITH d AS (
+        SELECT * FROM unnest(p_kind, p_id) AS u(entity_kind, entity_id)
+    ), x AS (
+        SELECT entity_kind, entity_id FROM d WHERE entity_kind <> 'meter'
+        UNION
+        SELECT 'space', c.ancestor_id FROM d JOIN config.space_closure c
+            ON d.entity_kind = 'space' AND c.space_id = d.entity_id
+        UNION
+        SELECT 'combined_equipment', cm.combined_equipment_id FROM d
+        JOIN config.combined_equipment_member cm ON d.entity_kind = 'equipment' AND cm.equipment_id = d.entity_id
+        UNION
+        SELECT em.entity_kind, em.entity_id FROM d JOIN energy.entity_meter em
+            ON d.entity_kind = 'meter' AND em.meter_id = d.entity_id
+    )
+    SELECT entity_kind, array_agg(entity_id ORDER BY entity_id) FROM x GROUP BY entity_kind
+$$;
+
 -- Consume ops.entity_dirty: recompute the whole history of every entity whose membership
--- changed (a space's ancestors included; equipment changes reach the combined equipment
--- holding it; a meter change reaches every entity holding the meter). Returns rows written.
+-- changed (energy.entities_affected). Returns rows written.
 CREATE FUNCTION energy.refresh_dirty_entities() RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
-    k text;
+    kinds text[];
     ids integer[];
+    k text;
+    members integer[];
     total bigint := 0;
 BEGIN
-    FOR k, ids IN
-        WITH d AS (
-            DELETE FROM ops.entity_dirty RETURNING entity_kind, entity_id
-        ), x AS (
-            SELECT entity_kind, entity_id FROM d WHERE entity_kind <> 'meter'
-            UNION
-            SELECT 'space', c.ancestor_id FROM d JOIN config.space_closure c
-                ON d.entity_kind = 'space' AND c.space_id = d.entity_id
-            UNION
-            SELECT 'combined_equipment', cm.combined_equipment_id FROM d
-            JOIN config.combined_equipment_member cm ON d.entity_kind = 'equipment' AND cm.equipment_id = d.entity_id
-            UNION
-            SELECT em.entity_kind, em.entity_id FROM d JOIN energy.entity_meter em
-                ON d.entity_kind = 'meter' AND em.meter_id = d.entity_id
-        )
-        SELECT entity_kind, array_agg(entity_id ORDER BY entity_id) FROM x GROUP BY entity_kind
-    LOOP
-        total := total + energy.refresh_entity_rollups('-infinity', 'infinity', NULL, k, ids);
+    WITH d AS (DELETE FROM ops.entity_dirty RETURNING entity_kind, entity_id)
+    SELECT array_agg(entity_kind), array_agg(entity_id) INTO kinds, ids FROM d;
+    FOR k, members IN SELECT * FROM energy.entities_affected(kinds, ids) LOOP
+        total := total + energy.refresh_entity_rollups('-infinity', 'infinity', NULL, k, members);
     END LOOP;
     RETURN total;
 END $$;
 
 -- migrate:down
 DROP FUNCTION IF EXISTS energy.refresh_dirty_entities();
+DROP FUNCTION IF EXISTS energy.entities_affected(text[], integer[]);
 DROP FUNCTION IF EXISTS energy.refresh_entity_rollups(timestamptz, timestamptz, integer[], text, integer[]);
 DROP TRIGGER IF EXISTS entity_dirty_meter ON config.meter;
 DROP TRIGGER IF EXISTS entity_dirty_cost_center ON config.meter;
