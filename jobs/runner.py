@@ -251,22 +251,43 @@ def _backfill_parts(
     total: StageResult,
     progress: Callable[[str, dt.datetime, dt.datetime], None] | None,
 ) -> None:
-    """Each chunk as len(others) + 1 parts at once, under one session-level stage lock."""
+    """len(others) + 1 parts at once, under one session-level stage lock.
+
+    Each part goes through the pieces in time order on its own connection, without
+    waiting for the others (parts are disjoint); a piece is reported done when every part
+    has done it. A stage with finish() needs all parts of a piece done before it, so
+    there the parts meet after every piece.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
     conns = [conn, *others]
     n = len(conns)
+    pieces = list(pieces)
+    done = [0] * len(pieces)
+    lock = threading.Lock()
+
+    def one_part(i: int, c: psycopg.Connection, todo: list[int]) -> None:
+        for k in todo:
+            lo, hi = pieces[k]
+            result = run_stage(c, stage, lo, hi, part=(i, n), locked_by_caller=True)
+            with lock:
+                _record(total, [result], lo, hi)
+                done[k] += 1
+                if done[k] == n and progress:
+                    progress(stage.NAME, lo, hi)
+
     conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, stage.NAME))
     try:
         with ThreadPoolExecutor(max_workers=n, thread_name_prefix=f"backfill-{stage.NAME}") as ex:
-            for lo, hi in pieces:
-                futures = [
-                    ex.submit(run_stage, c, stage, lo, hi, part=(i, n), locked_by_caller=True)
-                    for i, c in enumerate(conns)
-                ]
+            if not callable(getattr(stage, "finish", None)):
+                for f in [ex.submit(one_part, i, c, list(range(len(pieces)))) for i, c in enumerate(conns)]:
+                    f.result()
+                return
+            for k, (lo, hi) in enumerate(pieces):
+                futures = [ex.submit(run_stage, c, stage, lo, hi, part=(i, n), locked_by_caller=True)
+                           for i, c in enumerate(conns)]
                 _record(total, [f.result() for f in futures], lo, hi)
-                if callable(getattr(stage, "finish", None)):
-                    _record(total, [run_stage(conn, stage, lo, hi, part=(n, n), locked_by_caller=True)], lo, hi)
+                _record(total, [run_stage(conn, stage, lo, hi, part=(n, n), locked_by_caller=True)], lo, hi)
                 if progress:
                     progress(stage.NAME, lo, hi)
     finally:

@@ -224,7 +224,6 @@ inserted AS (
     INSERT INTO energy.meter_interval (meter_id, ts, energy, quality)
     SELECT meter_id, ts, energy, quality FROM diff WHERE wanted AND NOT present
     ORDER BY meter_id, ts
-    RETURNING meter_id, ts
 ),
 upserted AS (
     INSERT INTO energy.meter_interval AS mi (meter_id, ts, energy, quality)
@@ -232,17 +231,15 @@ upserted AS (
     ORDER BY meter_id, ts
     ON CONFLICT (meter_id, ts) DO UPDATE SET energy = EXCLUDED.energy, quality = EXCLUDED.quality
         WHERE (mi.energy, mi.quality) IS DISTINCT FROM (EXCLUDED.energy, EXCLUDED.quality)
-    RETURNING mi.meter_id, mi.ts
 ),
 removed AS (
     DELETE FROM energy.meter_interval mi
     USING diff d
     WHERE NOT d.wanted AND mi.meter_id = d.meter_id AND mi.ts = d.ts
-    RETURNING mi.meter_id, mi.ts
 ),
 changed AS (
-    SELECT meter_id, ts FROM inserted UNION ALL SELECT meter_id, ts FROM upserted
-    UNION ALL SELECT meter_id, ts FROM removed
+    -- exactly the rows the three statements above write (diff holds only rows that differ)
+    SELECT meter_id, ts FROM diff
 ),
 logged AS (
     INSERT INTO ops.dirty_range (meter_id, range_start, range_end, reason)
