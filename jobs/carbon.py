@@ -48,11 +48,10 @@ def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | 
     if part and start is None:
         raise ValueError("only explicit ranges can be split into parts")
     if not rollups_in_step(conn):
-        if part:
-            # Parts run side by side: one of them rebuilding would drop the others' tables.
-            raise RuntimeError("the carbon rollups are not in the energy rollups' zone: "
-                               "run the stage once without parts to rebuild them")
-        rebuild_rollups(conn)
+        # Parts run side by side: the first rebuilds, the others wait for its commit.
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext('carbon rollups rebuild'))")
+        if not rollups_in_step(conn):
+            rebuild_rollups(conn)
     if start is not None:
         if part is None:
             return compute(conn, start, end)
