@@ -9,7 +9,9 @@ generate_series, then the rollups (per meter and per entity) and the billing sta
    one month — energy; energy with the previous-month comparison; cost (daily); cost by
    TOU period; a year by month (energy, and cost by TOU period). p50 / p99 over repeated
    runs. Target p50 < 50 ms.
-2. Load (a separate client process on loopback against `wattline api --workers 2`: wrk
+2. Load (a separate client process on loopback against `wattline api` with its default
+   single worker — on two cores the database and the client need the other one; --workers
+   to change it: wrk
    when installed, else a Python asyncio/httpx process): 200 concurrent clients for 60 s,
    three report requests to one live read; throughput, reports/s, p50/p99 and errors.
    Targets: ≥ 300 reports/s, p99 < 1 s, no errors.
@@ -313,7 +315,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=100)
     ap.add_argument("--clients", type=int, default=200)
     ap.add_argument("--seconds", type=float, default=60)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1, help="API processes (default: 1, as `wattline api`)")
     ap.add_argument("--database", help="reuse a bench database built earlier with --keep")
     ap.add_argument("--keep", action="store_true", help="keep the database (prints its name)")
     ap.add_argument("--no-load", action="store_true")
