@@ -94,7 +94,7 @@ def test_expired_forged_and_disabled_tokens_are_refused(client, conn):
     expired = users.access_token(user, minutes=-1)
     r = client.get("/api/v1/meters", headers={"Authorization": f"Bearer {expired}"})
     assert r.status_code == 401 and r.json()["detail"] == "access token expired"
-    forged = users.access_token(user, key="not the server's key")
+    forged = users.access_token(user, key="not the server's signing key, 32+ bytes long")
     assert client.get("/api/v1/meters", headers={"Authorization": f"Bearer {forged}"}).json()["detail"] == \
         "invalid access token"
     headers = login(client, "ada")
