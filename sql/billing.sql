@@ -390,14 +390,7 @@ BEGIN
     m1 := energy.bucket_ceil('month', p_end, zone, NULL);
     CREATE TEMP TABLE IF NOT EXISTS entity_cost_refresh_sel (entity_kind text, entity_id integer) ON COMMIT DROP;
     TRUNCATE entity_cost_refresh_sel;
-    IF p_kind IS NOT NULL THEN
-        INSERT INTO entity_cost_refresh_sel SELECT DISTINCT p_kind, unnest(p_entity_ids);
-    ELSIF p_meter_ids IS NOT NULL THEN
-        INSERT INTO entity_cost_refresh_sel
-        SELECT DISTINCT entity_kind, entity_id FROM energy.entity_meter WHERE meter_id = ANY (p_meter_ids);
-    ELSE
-        INSERT INTO entity_cost_refresh_sel SELECT DISTINCT entity_kind, entity_id FROM energy.entity_meter;
-    END IF;
+    INSERT INTO entity_cost_refresh_sel SELECT * FROM energy.entities_selected(p_meter_ids, p_kind, p_entity_ids);
     ANALYZE entity_cost_refresh_sel;
 
     DELETE FROM billing.entity_cost_daily e

@@ -131,6 +131,18 @@ CREATE TRIGGER entity_dirty_meter AFTER UPDATE OF is_counted, category_id, item_
 -- (daily) and months (monthly); infinite bounds mean the whole history. Which entities:
 -- p_kind + p_entity_ids when given, else those holding any of p_meter_ids, else all.
 -- Reads energy.meter_daily, so refresh the per-meter rollups first. Returns rows written.
+-- The entities a refresh covers: p_kind + p_entity_ids when given, else those holding any
+-- of p_meter_ids, else every entity with a meter. Shared by the energy and cost entity
+-- rollups.
+CREATE FUNCTION energy.entities_selected(p_meter_ids integer[], p_kind text, p_entity_ids integer[])
+RETURNS TABLE (entity_kind text, entity_id integer)
+LANGUAGE sql STABLE AS $$
+    SELECT DISTINCT p_kind, unnest(p_entity_ids) WHERE p_kind IS NOT NULL
+    UNION ALL
+    SELECT DISTINCT em.entity_kind, em.entity_id FROM energy.entity_meter em
+    WHERE p_kind IS NULL AND (p_meter_ids IS NULL OR em.meter_id = ANY (p_meter_ids))
+$$;
+
 CREATE FUNCTION energy.refresh_entity_rollups(p_start timestamptz, p_end timestamptz,
                                               p_meter_ids integer[] DEFAULT NULL,
                                               p_kind text DEFAULT NULL,
@@ -151,14 +163,7 @@ BEGIN
     END IF;
     CREATE TEMP TABLE IF NOT EXISTS entity_refresh_sel (entity_kind text, entity_id integer) ON COMMIT DROP;
     TRUNCATE entity_refresh_sel;
-    IF p_kind IS NOT NULL THEN
-        INSERT INTO entity_refresh_sel SELECT DISTINCT p_kind, unnest(p_entity_ids);
-    ELSIF p_meter_ids IS NOT NULL THEN
-        INSERT INTO entity_refresh_sel
-        SELECT DISTINCT entity_kind, entity_id FROM energy.entity_meter WHERE meter_id = ANY (p_meter_ids);
-    ELSE
-        INSERT INTO entity_refresh_sel SELECT DISTINCT entity_kind, entity_id FROM energy.entity_meter;
-    END IF;
+    INSERT INTO entity_refresh_sel SELECT * FROM energy.entities_selected(p_meter_ids, p_kind, p_entity_ids);
     ANALYZE entity_refresh_sel;
 
     DELETE FROM energy.entity_daily e
@@ -260,6 +265,7 @@ END $$;
 DROP FUNCTION IF EXISTS energy.refresh_dirty_entities();
 DROP FUNCTION IF EXISTS energy.entities_affected(text[], integer[]);
 DROP FUNCTION IF EXISTS energy.refresh_entity_rollups(timestamptz, timestamptz, integer[], text, integer[]);
+DROP FUNCTION IF EXISTS energy.entities_selected(integer[], text, integer[]);
 DROP TRIGGER IF EXISTS entity_dirty_meter ON config.meter;
 DROP TRIGGER IF EXISTS entity_dirty_cost_center ON config.meter;
 DROP TRIGGER IF EXISTS entity_dirty ON config.shopfloor_meter;
