@@ -371,6 +371,27 @@ BEGIN
     WHERE h.bucket >= p_lo AND h.bucket < p_hi AND (p_meter_ids IS NULL OR h.meter_id = ANY (p_meter_ids));
 END $$;
 
+-- The buckets of one rollup (hour or day) lying wholly inside [p_start, p_end): their rows
+-- for the meters (NULL: all) are deleted, and the window is returned clamped to where the
+-- meters have hourly energy (NULL or empty: nothing to recompute).
+CREATE FUNCTION carbon.clear_window(granularity text, p_start timestamptz, p_end timestamptz,
+                                    p_meter_ids integer[], OUT lo timestamptz, OUT hi timestamptz)
+LANGUAGE plpgsql AS $$
+DECLARE
+    s carbon.rollup_setting;
+BEGIN
+    SELECT * INTO s FROM carbon.rollup_setting;
+    lo := energy.bucket_ceil(granularity, p_start, s.reporting_timezone, s.hour_origin);
+    hi := energy.bucket_start(granularity, p_end, s.reporting_timezone, s.hour_origin);
+    IF lo >= hi THEN
+        RETURN;
+    END IF;
+    EXECUTE format('DELETE FROM carbon.%I WHERE bucket >= $1 AND bucket < $2 '
+                   'AND ($3::integer[] IS NULL OR meter_id = ANY ($3))', carbon.rollup_object(granularity))
+        USING lo, hi, p_meter_ids;
+    SELECT w.lo, w.hi INTO lo, hi FROM carbon.data_window(lo, hi, p_meter_ids) w;
+END $$;
+
 -- Hourly rollup, buckets wholly inside [p_start, p_end), for the given meters (NULL: all).
 -- An hour in which the factor timeline does not change is the meter's hourly energy
 -- (energy.meter_hourly: sum(energy::numeric)) times the factors: exactly the sum of the
@@ -388,14 +409,7 @@ DECLARE
     n  bigint;
 BEGIN
     SELECT * INTO s FROM carbon.rollup_setting;
-    lo := energy.bucket_ceil('hour', p_start, s.reporting_timezone, s.hour_origin);
-    hi := energy.bucket_start('hour', p_end, s.reporting_timezone, s.hour_origin);
-    IF lo >= hi THEN
-        RETURN 0;
-    END IF;
-    DELETE FROM carbon.meter_hourly
-    WHERE bucket >= lo AND bucket < hi AND (p_meter_ids IS NULL OR meter_id = ANY (p_meter_ids));
-    SELECT w.lo, w.hi INTO lo, hi FROM carbon.data_window(lo, hi, p_meter_ids) w;
+    SELECT w.lo, w.hi INTO lo, hi FROM carbon.clear_window('hour', p_start, p_end, p_meter_ids) w;
     IF lo IS NULL OR lo >= hi THEN
         RETURN 0;
     END IF;
@@ -479,14 +493,7 @@ DECLARE
     k  bigint;
 BEGIN
     SELECT * INTO s FROM carbon.rollup_setting;
-    lo := energy.bucket_ceil('day', p_start, s.reporting_timezone, s.hour_origin);
-    hi := energy.bucket_start('day', p_end, s.reporting_timezone, s.hour_origin);
-    IF lo >= hi THEN
-        RETURN 0;
-    END IF;
-    DELETE FROM carbon.meter_daily
-    WHERE bucket >= lo AND bucket < hi AND (p_meter_ids IS NULL OR meter_id = ANY (p_meter_ids));
-    SELECT w.lo, w.hi INTO lo, hi FROM carbon.data_window(lo, hi, p_meter_ids) w;
+    SELECT w.lo, w.hi INTO lo, hi FROM carbon.clear_window('day', p_start, p_end, p_meter_ids) w;
     IF lo IS NULL OR lo >= hi THEN
         RETURN 0;
     END IF;
@@ -737,6 +744,7 @@ DROP TRIGGER IF EXISTS meter_carbon_recompute ON config.meter;
 DROP FUNCTION IF EXISTS carbon.refresh_meter_rollup(text, timestamptz, timestamptz, integer[]);
 DROP FUNCTION IF EXISTS carbon.refresh_daily(timestamptz, timestamptz, integer[]);
 DROP FUNCTION IF EXISTS carbon.refresh_hourly(timestamptz, timestamptz, integer[]);
+DROP FUNCTION IF EXISTS carbon.clear_window(text, timestamptz, timestamptz, integer[]);
 DROP FUNCTION IF EXISTS carbon.data_window(timestamptz, timestamptz, integer[]);
 DROP FUNCTION IF EXISTS carbon.build_meter_rollups();
 DROP FUNCTION IF EXISTS carbon.create_api_views();
