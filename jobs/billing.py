@@ -636,7 +636,7 @@ def new_data(conn: psycopg.Connection) -> list[tuple[int, dt.datetime, dt.dateti
 def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None) -> int:
     if start is not None and end is not None:
         return bill_range(conn, start, end) + close_due_bills(conn) + refresh_dirty_entities(conn)
-    ranges, last = dirty.pending(conn, NAME, "meter")
+    ranges, seen = dirty.pending(conn, NAME, "meter")
     touched = 0
     everyone = [r for r in ranges if r.meter_id is None]
     for lo, hi in dirty.merge(everyone):
@@ -656,5 +656,5 @@ def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | 
         touched += bill_range(conn, lo, hi, sorted(meters))
     touched += close_due_bills(conn)
     touched += refresh_dirty_entities(conn)
-    dirty.advance(conn, NAME, last)
+    dirty.advance(conn, NAME, seen)
     return touched

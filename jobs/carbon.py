@@ -60,7 +60,7 @@ def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | 
         # Contiguous blocks of meters: the parts then write apart in the rollups' indexes.
         mine = meters[i * len(meters) // n:(i + 1) * len(meters) // n]
         return compute(conn, start, end, mine) if mine else 0
-    ranges, high = pending(conn, NAME, "meter")
+    ranges, seen = pending(conn, NAME, "meter")
     touched = sum(compute(conn, s, e, ids) for s, e, ids in _spans(ranges))
-    advance(conn, NAME, high)
+    advance(conn, NAME, seen)
     return touched

@@ -51,7 +51,7 @@ def run(
         return clean_ranges(conn, [(pid, start, end) for (pid,) in points])
     if part:
         raise ValueError("only explicit ranges can be split into parts")
-    entries, high = pending(conn, NAME, "point", reason_not_like="clean:%")
+    entries, seen = pending(conn, NAME, "point", reason_not_like="clean:%")
     (touched,) = conn.execute(
         "SELECT raw.clean_ranges(array_agg(point_id), array_agg(s), array_agg(e)) FROM ("
         + _NEW_READINGS
@@ -59,7 +59,7 @@ def run(
         ") w(point_id, s, e)",
         ([r.point_id for r in entries], [r.start for r in entries], [r.end for r in entries]),
     ).fetchone()
-    advance(conn, NAME, high)
+    advance(conn, NAME, seen)
     return int(touched or 0)
 
 

@@ -1,10 +1,12 @@
 """Reading and advancing the dirty-range log (ops.dirty_range) for one stage.
 
-The log is append-only. Each stage keeps the last id it consumed in ops.stage_cursor and,
-on its next incremental run, takes the entries after it: point entries (late or repaired
-readings) for stages that read raw data, meter entries (rewritten intervals, offline
-imports, configuration changes) for stages that read energy. Reading and advancing
-happen in the stage's transaction, so a failed run consumes nothing.
+The log is append-only. Each stage keeps in ops.stage_cursor the snapshot under which it
+last consumed the log and, on its next incremental run, takes the entries visible now but
+not then: point entries (late or repaired readings) for stages that read raw data, meter
+entries (rewritten intervals, offline imports, configuration changes) for stages that
+read energy. An entry whose transaction was still open at the last run is therefore taken
+once it commits, whatever its id. Reading and advancing happen in the stage's
+transaction, so a failed run consumes nothing.
 """
 
 from __future__ import annotations
@@ -31,38 +33,47 @@ def pending(
     *,
     reason_like: str | None = None,
     reason_not_like: str | None = None,
-) -> tuple[list[DirtyRange], int]:
-    """Entries after the stage's cursor; kind 'point' or 'meter'. Returns (ranges, last id seen).
+    snapshot: str | None = None,
+) -> tuple[list[DirtyRange], str]:
+    """Entries the stage has not consumed; kind 'point' or 'meter'. Returns (ranges, snapshot).
 
-    reason_like / reason_not_like (SQL LIKE patterns) narrow the entries, e.g. a stage
-    skips the entries it logged itself. The stage's cursor row is locked for the rest of
-    the transaction.
+    The snapshot (text of a pg_snapshot) is what `advance` records; pass it back as
+    `snapshot` to read a second kind of entry as of the same moment. reason_like /
+    reason_not_like (SQL LIKE patterns) narrow the entries, e.g. a stage skips the entries
+    it logged itself; what they leave out is consumed all the same. The stage's cursor
+    row is locked for the rest of the transaction.
     """
     if kind not in ("point", "meter"):
         raise ValueError(f"kind must be 'point' or 'meter', not {kind!r}")
     conn.execute(
         "INSERT INTO ops.stage_cursor (stage) VALUES (%s) ON CONFLICT (stage) DO NOTHING", (stage,)
     )
-    (last,) = conn.execute(
-        "SELECT last_dirty_id FROM ops.stage_cursor WHERE stage = %s FOR UPDATE", (stage,)
+    (seen,) = conn.execute(
+        "SELECT seen::text FROM ops.stage_cursor WHERE stage = %s FOR UPDATE", (stage,)
     ).fetchone()
-    (high,) = conn.execute("SELECT coalesce(max(id), 0) FROM ops.dirty_range").fetchone()
     where = "point_id IS NOT NULL" if kind == "point" else "point_id IS NULL"
+    # One statement: the snapshot returned is the one the rows were read under.
     rows = conn.execute(
-        f"SELECT range_start, range_end, point_id, meter_id, reason FROM ops.dirty_range "
-        f"WHERE id > %s AND id <= %s AND {where} "
-        f"AND (%s::text IS NULL OR reason LIKE %s) AND (%s::text IS NULL OR reason NOT LIKE %s) "
-        f"ORDER BY id",
-        (last, high, reason_like, reason_like, reason_not_like, reason_not_like),
+        f"WITH now_ AS (SELECT coalesce(%s::pg_snapshot, pg_current_snapshot()) AS snap) "
+        f"SELECT now_.snap::text, d.range_start, d.range_end, d.point_id, d.meter_id, d.reason "
+        f"FROM now_ LEFT JOIN ops.dirty_range d "
+        f"  ON pg_visible_in_snapshot(d.xact, now_.snap) "
+        f" AND (%s::pg_snapshot IS NULL OR (d.xact >= pg_snapshot_xmin(%s::pg_snapshot) "
+        f"      AND NOT pg_visible_in_snapshot(d.xact, %s::pg_snapshot))) "
+        f" AND d.{where} "
+        f" AND (%s::text IS NULL OR d.reason LIKE %s) AND (%s::text IS NULL OR d.reason NOT LIKE %s) "
+        f"ORDER BY d.id",
+        (snapshot, seen, seen, seen, reason_like, reason_like, reason_not_like, reason_not_like),
     ).fetchall()
-    return [DirtyRange(*r) for r in rows], high
+    ranges = [DirtyRange(*r[1:]) for r in rows if r[1] is not None]
+    return ranges, rows[0][0]
 
 
-def advance(conn: psycopg.Connection, stage: str, last_id: int) -> None:
+def advance(conn: psycopg.Connection, stage: str, snapshot: str) -> None:
+    """Record that the stage has consumed every entry visible in `snapshot`."""
     conn.execute(
-        "UPDATE ops.stage_cursor SET last_dirty_id = greatest(last_dirty_id, %s), updated_at = now() "
-        "WHERE stage = %s",
-        (last_id, stage),
+        "UPDATE ops.stage_cursor SET seen = %s::pg_snapshot, updated_at = now() WHERE stage = %s",
+        (snapshot, stage),
     )
 
 

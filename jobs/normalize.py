@@ -51,8 +51,8 @@ def run(
 
     if part:
         raise ValueError("only explicit ranges can be split into parts")
-    point_entries, high = pending(conn, NAME, "point")
-    meter_entries, high2 = pending(conn, NAME, "meter", reason_like="config:%")
+    point_entries, seen = pending(conn, NAME, "point")
+    meter_entries, _ = pending(conn, NAME, "meter", reason_like="config:%", snapshot=seen)
     point_work = conn.execute("SELECT * FROM energy.new_reading_work()").fetchall()
     point_work += [(r.point_id, r.start, r.end) for r in point_entries]
     meter_work = [(r.meter_id, r.start, r.end) for r in meter_entries if r.meter_id is not None]
@@ -70,7 +70,7 @@ def run(
                 "m": [w[0] for w in meter_work], "ms": [w[1] for w in meter_work], "me": [w[2] for w in meter_work],
             },
         ).fetchone()
-    advance(conn, NAME, max(high, high2))
+    advance(conn, NAME, seen)
     return int(touched or 0)
 
 

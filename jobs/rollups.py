@@ -62,17 +62,17 @@ def run(
         meters = [m for (m,) in conn.execute("SELECT id FROM config.meter WHERE id %% %s = %s", (n, i))]
         return refresh_meter_rollups(conn, start, end, meters)
     if start is not None:
-        spans, high = [(start, end, None)], None
+        spans, seen = [(start, end, None)], None
     else:
-        ranges, high = pending(conn, NAME, "meter")
+        ranges, seen = pending(conn, NAME, "meter")
         spans = _spans(ranges)
     touched = 0
     for s, e, meter_ids in spans:
         touched += refresh_meter_rollups(conn, s, e, meter_ids)
         touched += refresh_entity_rollups(conn, s, e, meter_ids)
     touched += conn.execute("SELECT energy.refresh_dirty_entities()").fetchone()[0]
-    if high is not None:
-        advance(conn, NAME, high)
+    if seen is not None:
+        advance(conn, NAME, seen)
     return touched
 
 

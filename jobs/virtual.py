@@ -138,9 +138,9 @@ def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | 
     meters = load_virtual_meters(conn)
     state = dict(conn.execute("SELECT meter_id, formula FROM ops.virtual_meter_state").fetchall())
     if start is None:
-        ranges, high = pending(conn, NAME, "meter", reason_not_like="virtual:%")
+        ranges, seen = pending(conn, NAME, "meter", reason_not_like="virtual:%")
     else:
-        ranges, high = [DirtyRange(floor_quarter(start), ceil_quarter(end))], None
+        ranges, seen = [DirtyRange(floor_quarter(start), ceil_quarter(end))], None
     touched = 0
     for vm in meters:
         if start is None and state.get(vm.id) != vm.formula.text:
@@ -163,6 +163,6 @@ def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | 
                 "ON CONFLICT (meter_id) DO UPDATE SET formula = EXCLUDED.formula, computed_at = now()",
                 (vm.id, vm.formula.text),
             )
-    if high is not None:
-        advance(conn, NAME, high)
+    if seen is not None:
+        advance(conn, NAME, seen)
     return touched

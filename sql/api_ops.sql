@@ -147,16 +147,19 @@ SELECT id, stage, started_at, finished_at,
        range_start, range_end, rows_touched, status, error, host
 FROM ops.job_run;
 
--- Work waiting in the dirty-range log for each stage: entries after its cursor, the
--- oldest one's age and the time span they cover.
+-- Work waiting in the dirty-range log for each stage: entries committed since the
+-- snapshot of its last consumption (cursor), the oldest one's age and the time span
+-- they cover.
 CREATE VIEW api.dirty_pending AS
-SELECT c.stage, c.last_dirty_id AS cursor, c.updated_at AS cursor_moved_at,
+SELECT c.stage, c.seen::text AS cursor, c.updated_at AS cursor_moved_at,
        count(d.id) AS pending, min(d.created_at) AS oldest_logged_at,
        now() - min(d.created_at) AS oldest_age,
        min(d.range_start) AS range_start, max(d.range_end) AS range_end
 FROM ops.stage_cursor c
-LEFT JOIN ops.dirty_range d ON d.id > c.last_dirty_id
-GROUP BY c.stage, c.last_dirty_id, c.updated_at;
+LEFT JOIN ops.dirty_range d
+       ON c.seen IS NULL
+       OR (d.xact >= pg_snapshot_xmin(c.seen) AND NOT pg_visible_in_snapshot(d.xact, c.seen))
+GROUP BY c.stage;
 
 -- migrate:down
 DROP VIEW IF EXISTS api.dirty_pending, api.job_run, api.dead_letter, api.collector_status,

@@ -20,8 +20,12 @@ CREATE INDEX job_run_stage_started_idx ON ops.job_run (stage, started_at DESC);
 -- Append-only log of time ranges whose derived data must be recomputed. A point range
 -- comes from late or repaired readings; a meter range from configuration changes,
 -- offline imports, or a stage that rewrote a meter's intervals (so the stages after it
--- follow). Each stage remembers in ops.stage_cursor the last log id it has consumed, so
--- several downstream stages can each consume the same entries once.
+-- follow). Several downstream stages each consume the same entries once: a stage
+-- remembers in ops.stage_cursor the snapshot it last consumed under, and next takes the
+-- entries visible now that were not visible then. An id cursor would lose entries: ids
+-- are drawn when a row is inserted, not when it commits, so an entry with a lower id can
+-- become visible after a higher one has been consumed. xact is the writing transaction,
+-- which a snapshot can say was committed or not.
 CREATE TABLE ops.dirty_range (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     point_id     integer,
@@ -30,14 +34,16 @@ CREATE TABLE ops.dirty_range (
     range_end    timestamptz NOT NULL,
     reason       text        NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
+    xact         xid8        NOT NULL DEFAULT pg_current_xact_id(),
     CHECK (range_start < range_end),
     CHECK (point_id IS NULL OR meter_id IS NULL)   -- neither set: every meter in the range
 );
+CREATE INDEX dirty_range_xact ON ops.dirty_range (xact);
 
 CREATE TABLE ops.stage_cursor (
-    stage         text PRIMARY KEY,
-    last_dirty_id bigint      NOT NULL DEFAULT 0,
-    updated_at    timestamptz NOT NULL DEFAULT now()
+    stage       text PRIMARY KEY,
+    seen        pg_snapshot,                      -- NULL: nothing consumed yet
+    updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
 -- Up to when each point's readings have been normalized into energy.meter_interval.
