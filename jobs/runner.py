@@ -11,11 +11,16 @@ as 'error'), and the stage's own transaction, which first takes a transaction-le
 advisory lock for the stage. A second runner that finds the lock taken records the run
 as 'skipped' and moves on; the lock is released with the transaction, also on a crash.
 
-The scheduler runs one job, the whole pipeline in order, rather than a job per stage:
-stages must run in order within a cycle (normalize must see what clean flagged, rollups
-what normalize wrote), and separate interval jobs drift apart and interleave. The job has
-coalesce=True and max_instances=1, so a slow cycle delays the next instead of stacking.
-A cycle that cannot reach the database logs the fault and the next cycle retries.
+The scheduler runs one job per stage ("stage:<name>"), so each can be inspected, paused
+or timed on its own. All of them fire on one clock, each a millisecond after the stage
+before it, and a single worker thread executes them: within a cycle the stages run in
+pipeline order (normalize sees what clean flagged, rollups what normalize wrote) and
+never overlap in one runner. Each job has coalesce=True and max_instances=1, so a slow
+stage delays the ones after it, and a stage still busy at the next tick skips that tick
+instead of stacking. A stage does not depend on the previous one having run in the same
+cycle: each works from what is committed (watermarks and the dirty log), so a failed
+stage holds nothing back and its work is retried next cycle. A stage that cannot reach
+the database logs the fault and retries on its next tick.
 """
 
 from __future__ import annotations
@@ -294,57 +299,72 @@ def _backfill_parts(
         conn.execute("SELECT pg_advisory_unlock(%s, hashtext(%s))", (_LOCK_CLASS, stage.NAME))
 
 
-def cycle(url: str | None = None) -> list[StageResult]:
-    """One scheduled pipeline cycle on a fresh connection; faults are logged, not raised."""
+def tick(stage: str, url: str | None = None, stop: threading.Event | None = None) -> StageResult | None:
+    """One scheduled run of one stage on a fresh connection; faults are logged, not raised.
+
+    A stage still queued behind another when the runner is asked to stop does not start."""
     from app.db import database_url
 
+    if stop is not None and stop.is_set():
+        log.info("stage %s not started: shutting down", stage)
+        return None
     try:
         with psycopg.connect(url or database_url(), autocommit=True) as conn:
-            results = run_pipeline(conn)
+            result = run_stage(conn, load_stage(stage))
     except psycopg.OperationalError as exc:
-        log.warning("pipeline cycle could not reach the database (retrying next cycle): %s", exc)
-        return []
-    except Exception:  # never let one bad cycle kill the scheduler
-        log.exception("pipeline cycle failed")
-        return []
-    summary = ", ".join(f"{r.stage} {r.status} {r.rows} rows {r.seconds:.2f}s" for r in results)
-    log.info("cycle: %s", summary or "no stages")
-    return results
+        log.warning("stage %s could not reach the database (retrying next cycle): %s", stage, exc)
+        return None
+    except Exception:  # never let one bad run kill the scheduler
+        log.exception("stage %s failed", stage)
+        return None
+    log.info("stage %s %s: %d rows in %.2fs", result.stage, result.status, result.rows, result.seconds)
+    return result
 
 
-def make_scheduler(interval_s: float, url: str | None = None, *, run_now: bool = True):
-    """A BackgroundScheduler with the pipeline as its one job (not started)."""
+def make_scheduler(
+    interval_s: float, url: str | None = None, *, run_now: bool = True, stop: threading.Event | None = None
+):
+    """A BackgroundScheduler with one job per stage on one clock, in pipeline order (not started)."""
+    from apscheduler.executors.pool import ThreadPoolExecutor
     from apscheduler.schedulers.background import BackgroundScheduler
 
     if interval_s <= 0:
         raise ValueError("interval must be positive")
-    scheduler = BackgroundScheduler(timezone=dt.timezone.utc)
-    scheduler.add_job(
-        cycle,
-        "interval",
-        seconds=interval_s,
-        args=[url],
-        id="pipeline",
-        name="wattline pipeline",
-        coalesce=True,
-        max_instances=1,
-        misfire_grace_time=max(1, int(interval_s)),
-        next_run_time=dt.datetime.now(dt.timezone.utc) if run_now else None,
+    scheduler = BackgroundScheduler(
+        timezone=dt.timezone.utc, executors={"default": ThreadPoolExecutor(max_workers=1)}
     )
+    first = dt.datetime.now(dt.timezone.utc)
+    if not run_now:
+        first += dt.timedelta(seconds=interval_s)
+    for i, stage in enumerate(load_pipeline()):
+        at = first + dt.timedelta(milliseconds=i)  # the order within a tick
+        scheduler.add_job(
+            tick,
+            "interval",
+            seconds=interval_s,
+            start_date=at,
+            next_run_time=at,
+            args=[stage.NAME, url, stop],
+            id=f"stage:{stage.NAME}",
+            name=f"wattline {stage.NAME}",
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=None,  # a stage queued behind a slow one still runs
+        )
     return scheduler
 
 
 def serve(interval_s: float, url: str | None = None, stop: threading.Event | None = None) -> None:
-    """Run the scheduler until SIGTERM/SIGINT (or `stop` is set); a running cycle finishes first."""
+    """Run the scheduler until SIGTERM/SIGINT (or `stop` is set); a running stage finishes first."""
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, frame: stop.set())
-    scheduler = make_scheduler(interval_s, url)
+    scheduler = make_scheduler(interval_s, url, stop=stop)
     scheduler.start()
-    log.info("pipeline every %ss: %s", interval_s, " → ".join(s.NAME for s in load_pipeline()))
+    log.info("stages every %ss, in order: %s", interval_s, " → ".join(s.NAME for s in load_pipeline()))
     try:
         stop.wait()
     finally:
-        log.info("shutting down: waiting for the running cycle")
+        log.info("shutting down: waiting for the running stage")
         scheduler.shutdown(wait=True)

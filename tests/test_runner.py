@@ -177,29 +177,53 @@ def test_parallel_backfill_gives_what_one_connection_gives(conn):
     assert parts == 2 + 1                            # one run per part, then the serial one
 
 
-def test_cycle_survives_an_unreachable_database(caplog):
+def test_a_scheduled_stage_survives_an_unreachable_database(caplog):
     with caplog.at_level(logging.WARNING, logger="wattline.jobs"):
-        assert runner.cycle("postgresql://nobody:x@127.0.0.1:1/none?connect_timeout=2") == []
+        assert runner.tick("normalize", "postgresql://nobody:x@127.0.0.1:1/none?connect_timeout=2") is None
     assert "retrying next cycle" in caplog.text
 
 
-def test_scheduler_runs_the_pipeline_until_stopped(db_url, conn):
+def test_scheduler_has_one_job_per_stage_on_one_clock_in_pipeline_order(db_url):
+    scheduler = runner.make_scheduler(600, db_url)
+    scheduler.start(paused=True)   # next run times are computed on start
+    try:
+        jobs = scheduler.get_jobs()  # ordered by next run time
+        assert [j.id for j in jobs] == [f"stage:{s}" for s in runner.PIPELINE]
+        assert all(j.coalesce is True and j.max_instances == 1 for j in jobs)
+        times = [j.next_run_time for j in jobs]
+        assert times == sorted(times) and times[-1] - times[0] < dt.timedelta(seconds=1)
+        assert {j.trigger.interval for j in jobs} == {dt.timedelta(seconds=600)}
+    finally:
+        scheduler.shutdown(wait=False)
+
+
+def test_scheduled_stages_run_in_order_one_at_a_time(db_url, conn):
     steady(conn)
-    scheduler = runner.make_scheduler(3600, db_url, run_now=False)
-    job = scheduler.get_job("pipeline")
-    assert job.coalesce is True and job.max_instances == 1
     stop = threading.Event()
     thread = threading.Thread(target=runner.serve, args=(3600, db_url, stop))
     thread.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and conn.execute(
-        "SELECT count(*) FROM ops.job_run WHERE stage = 'normalize' AND status = 'ok'"
+        "SELECT count(*) FROM ops.job_run WHERE stage = 'carbon' AND status <> 'running'"
     ).fetchone()[0] == 0:
         time.sleep(0.1)
     stop.set()
     thread.join(30)
     assert not thread.is_alive()
+    runs = conn.execute(
+        "SELECT stage, started_at, finished_at FROM ops.job_run ORDER BY started_at").fetchall()
+    assert [r[0] for r in runs] == list(runner.PIPELINE)
+    assert all(a[2] <= b[1] for a, b in zip(runs, runs[1:]))   # never overlapping
     assert conn.execute("SELECT count(*) FROM energy.meter_interval").fetchone() == (4,)
+
+
+def test_a_stage_queued_at_shutdown_does_not_start(db_url, conn, caplog):
+    stop = threading.Event()
+    stop.set()
+    with caplog.at_level(logging.INFO, logger="wattline.jobs"):
+        assert runner.tick("clean", db_url, stop) is None
+    assert "not started: shutting down" in caplog.text
+    assert conn.execute("SELECT count(*) FROM ops.job_run").fetchone() == (0,)
 
 
 def test_jobs_command_stops_gracefully_on_sigterm(db_url, conn):
