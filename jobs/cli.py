@@ -99,6 +99,33 @@ def jobs_run(
         raise typer.Exit(1)
 
 
+@jobs_app.command("prune")
+def jobs_prune(
+    dirty_days: int | None = typer.Option(
+        None, "--dirty-days", min=0,
+        help="Keep consumed dirty-log entries this many days (default: WATTLINE_DIRTY_LOG_RETENTION_DAYS).",
+    ),
+    run_days: int | None = typer.Option(
+        None, "--run-days", min=1,
+        help="Keep job runs this many days (default: WATTLINE_JOB_RUN_RETENTION_DAYS).",
+    ),
+) -> None:
+    """Prune consumed dirty-log entries and old job runs now (`wattline jobs` does it hourly)."""
+    import psycopg
+
+    from app.db import database_url
+    from jobs.housekeeping import prune
+    from jobs.runner import load_pipeline
+
+    try:
+        with psycopg.connect(database_url(), autocommit=True) as conn:
+            entries, runs = prune(conn, [s.NAME for s in load_pipeline()],
+                                  dirty_keep_days=dirty_days, runs_keep_days=run_days)
+    except psycopg.OperationalError as exc:
+        _fail(f"cannot reach the database: {exc}", code=1)
+    typer.echo(f"pruned {entries} dirty-log entries and {runs} job runs")
+
+
 def backfill_command(
     from_: str = typer.Option(..., "--from", help="Start of the range."),
     to: str = typer.Option(..., "--to", help="End of the range (exclusive)."),

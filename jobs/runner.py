@@ -20,7 +20,8 @@ stage delays the ones after it, and a stage still busy at the next tick skips th
 instead of stacking. A stage does not depend on the previous one having run in the same
 cycle: each works from what is committed (watermarks and the dirty log), so a failed
 stage holds nothing back and its work is retried next cycle. A stage that cannot reach
-the database logs the fault and retries on its next tick.
+the database logs the fault and retries on its next tick. An hourly job beside them
+prunes what the stages have consumed (jobs.housekeeping).
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import psycopg
 
+from jobs import housekeeping
 from jobs.base import StageModule
 
 log = logging.getLogger("wattline.jobs")
+T = TypeVar("T")
 
 # Stage order: one list, appended to as the pipeline grows.
 PIPELINE: tuple[str, ...] = ("clean", "normalize", "offline", "virtual", "rollups", "billing", "carbon")
@@ -300,25 +303,37 @@ def _backfill_parts(
 
 
 def tick(stage: str, url: str | None = None, stop: threading.Event | None = None) -> StageResult | None:
-    """One scheduled run of one stage on a fresh connection; faults are logged, not raised.
+    """One scheduled run of one stage on a fresh connection; faults are logged, not raised."""
+    result = _scheduled(f"stage {stage}", lambda conn: run_stage(conn, load_stage(stage)), url, stop)
+    if result is not None:
+        log.info("stage %s %s: %d rows in %.2fs", result.stage, result.status, result.rows, result.seconds)
+    return result
 
-    A stage still queued behind another when the runner is asked to stop does not start."""
+
+def housekeeping_tick(url: str | None = None, stop: threading.Event | None = None) -> tuple[int, int] | None:
+    """Scheduled pruning of the dirty log and run history (jobs.housekeeping)."""
+    stages = [s.NAME for s in load_pipeline()]
+    return _scheduled("housekeeping", lambda conn: housekeeping.prune(conn, stages), url, stop)
+
+
+def _scheduled(what: str, work: Callable[[psycopg.Connection], T], url: str | None,
+               stop: threading.Event | None) -> T | None:
+    """`work` on a fresh autocommit connection, unless the runner is stopping (then a job
+    still queued behind another does not start). Faults are logged, never raised: the
+    scheduler must outlive a database outage and the job retries at its next tick."""
     from app.db import database_url
 
     if stop is not None and stop.is_set():
-        log.info("stage %s not started: shutting down", stage)
+        log.info("%s not started: shutting down", what)
         return None
     try:
         with psycopg.connect(url or database_url(), autocommit=True) as conn:
-            result = run_stage(conn, load_stage(stage))
+            return work(conn)
     except psycopg.OperationalError as exc:
-        log.warning("stage %s could not reach the database (retrying next cycle): %s", stage, exc)
-        return None
+        log.warning("%s could not reach the database (retrying next cycle): %s", what, exc)
     except Exception:  # never let one bad run kill the scheduler
-        log.exception("stage %s failed", stage)
-        return None
-    log.info("stage %s %s: %d rows in %.2fs", result.stage, result.status, result.rows, result.seconds)
-    return result
+        log.exception("%s failed", what)
+    return None
 
 
 def make_scheduler(
@@ -351,6 +366,11 @@ def make_scheduler(
             max_instances=1,
             misfire_grace_time=None,  # a stage queued behind a slow one still runs
         )
+    scheduler.add_job(
+        housekeeping_tick, "interval", seconds=housekeeping.INTERVAL_S, args=[url, stop],
+        id="housekeeping", name="wattline housekeeping", coalesce=True, max_instances=1,
+        misfire_grace_time=None,
+    )
     return scheduler
 
 

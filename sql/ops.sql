@@ -16,6 +16,7 @@ CREATE TABLE ops.job_run (
     host         text
 );
 CREATE INDEX job_run_stage_started_idx ON ops.job_run (stage, started_at DESC);
+CREATE INDEX job_run_started_idx ON ops.job_run (started_at);
 
 -- Append-only log of time ranges whose derived data must be recomputed. A point range
 -- comes from late or repaired readings; a meter range from configuration changes,
@@ -89,6 +90,31 @@ CREATE TABLE ops.audit_log (
 );
 CREATE INDEX audit_log_at_idx ON ops.audit_log (at DESC);
 
+-- Housekeeping. The dirty log and the run history grow every cycle (a normalize run logs
+-- one entry per meter it rewrote: 10,000 meters on a one-minute cycle are 14 million
+-- entries a day). An entry goes once every given stage has consumed it — its
+-- transaction is older than the oldest transaction any of their last snapshots still
+-- waited for — and it is older than dirty_keep; nothing goes while one of the stages has
+-- never run. Finished runs older than runs_keep go. The audit log is never pruned.
+CREATE FUNCTION ops.prune(stages text[], dirty_keep interval, runs_keep interval,
+                          OUT dirty_deleted bigint, OUT runs_deleted bigint)
+LANGUAGE plpgsql AS $$
+DECLARE
+    horizon xid8;
+BEGIN
+    SELECT CASE WHEN count(c.seen) = cardinality(stages) THEN min(pg_snapshot_xmin(c.seen)) END
+    INTO horizon
+    FROM unnest(stages) AS s(stage) LEFT JOIN ops.stage_cursor c USING (stage);
+    dirty_deleted := 0;
+    IF horizon IS NOT NULL THEN
+        DELETE FROM ops.dirty_range WHERE xact < horizon AND created_at < now() - dirty_keep;
+        GET DIAGNOSTICS dirty_deleted = ROW_COUNT;
+    END IF;
+    DELETE FROM ops.job_run WHERE started_at < now() - runs_keep AND status <> 'running';
+    GET DIAGNOSTICS runs_deleted = ROW_COUNT;
+END $$;
+
 -- migrate:down
+DROP FUNCTION IF EXISTS ops.prune(text[], interval, interval);
 DROP TABLE IF EXISTS ops.audit_log, ops.dead_letter, ops.collector_status, ops.point_watermark,
     ops.stage_cursor, ops.dirty_range, ops.job_run;

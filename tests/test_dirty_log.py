@@ -77,3 +77,38 @@ def test_pending_view_counts_what_a_stage_has_not_consumed(conn):
     consume(conn, "rollups")
     assert conn.execute(
         "SELECT pending, cursor IS NOT NULL FROM api.dirty_pending WHERE stage = 'rollups'").fetchone() == (0, True)
+
+
+def test_prune_drops_only_what_every_stage_consumed_and_old_runs(conn):
+    from jobs.housekeeping import prune
+
+    conn.autocommit = True
+    log_energy_change(conn, T0, T0 + H, "normalize", [1, 2])
+    conn.execute("UPDATE ops.dirty_range SET created_at = now() - interval '10 days'")
+    conn.execute(
+        "INSERT INTO ops.job_run (stage, started_at, finished_at, status) VALUES "
+        "('clean', now() - interval '100 days', now() - interval '100 days', 'ok'), "
+        "('clean', now() - interval '100 days', NULL, 'running'), "
+        "('clean', now() - interval '1 day', now() - interval '1 day', 'ok')"
+    )
+    consume(conn, "rollups")
+    # carbon has never run: nothing of the log may go, old runs may
+    assert prune(conn, ["rollups", "carbon"], dirty_keep_days=7, runs_keep_days=90) == (0, 1)
+    consume(conn, "carbon")
+    log_energy_change(conn, T0, T0 + H, "normalize", [3])          # new: not consumed, too young
+    assert prune(conn, ["rollups", "carbon"], dirty_keep_days=30, runs_keep_days=90) == (0, 0)
+    assert prune(conn, ["rollups", "carbon"], dirty_keep_days=7, runs_keep_days=90) == (2, 0)
+    assert [r.meter_id for r in consume(conn, "rollups")] == [3]   # what is left is still owed
+    assert conn.execute("SELECT count(*) FROM ops.job_run").fetchone() == (2,)
+
+
+def test_jobs_prune_command(db_url):
+    import os
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "app.cli", "jobs", "prune", "--run-days", "30"],
+                         env={**os.environ, "WATTLINE_DATABASE_URL": db_url}, capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert "pruned 0 dirty-log entries and 0 job runs" in out.stdout
