@@ -78,7 +78,7 @@ build_tsdb_debian12() {
 }
 
 install_tsdb_debian13() {
-  if [ -f /etc/postgresql-common/createcluster.conf ] || [ -d /etc/postgresql-common ]; then :; fi
+  # Before the server package: otherwise its postinst creates a 17/main cluster on 5432.
   $SUDO mkdir -p /etc/postgresql-common
   if ! grep -qs '^create_main_cluster *= *false' /etc/postgresql-common/createcluster.conf; then
     echo 'create_main_cluster = false' | $SUDO tee -a /etc/postgresql-common/createcluster.conf >/dev/null
@@ -103,7 +103,7 @@ main() {
   fi
   tsdb_present "$pg" || die "TimescaleDB did not install for PostgreSQL $pg"
   # Servers the tests and the demo use; Chromium for plotly image export.
-  apt_install "postgresql-$pg" postgresql-contrib mosquitto ${WATTLINE_SKIP_CHROMIUM:+} chromium
+  apt_install "postgresql-$pg" postgresql-contrib mosquitto chromium
   # Debian starts a system mosquitto on 1883; the project runs its own on free ports.
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet mosquitto 2>/dev/null; then
     $SUDO systemctl disable --now mosquitto >/dev/null 2>&1 || true
