@@ -90,12 +90,24 @@ CREATE TABLE ops.audit_log (
 );
 CREATE INDEX audit_log_at_idx ON ops.audit_log (at DESC);
 
+-- Short-lived keyed state the API processes share: rate-limit counters per client
+-- (app.api.store, a Litestar store). In the database rather than in each process's
+-- memory, so a limit holds across `wattline api --workers N` and across hosts.
+CREATE TABLE ops.api_store (
+    namespace  text        NOT NULL,
+    key        text        NOT NULL,
+    value      bytea       NOT NULL,
+    expires_at timestamptz,                      -- NULL: never
+    PRIMARY KEY (namespace, key)
+);
+
 -- Housekeeping. The dirty log and the run history grow every cycle (a normalize run logs
 -- one entry per meter it rewrote: 10,000 meters on a one-minute cycle are 14 million
 -- entries a day). An entry goes once every given stage has consumed it — its
 -- transaction is older than the oldest transaction any of their last snapshots still
 -- waited for — and it is older than dirty_keep; nothing goes while one of the stages has
--- never run. Finished runs older than runs_keep go. The audit log is never pruned.
+-- never run. Finished runs older than runs_keep go, and expired API store entries. The
+-- audit log is never pruned.
 CREATE FUNCTION ops.prune(stages text[], dirty_keep interval, runs_keep interval,
                           OUT dirty_deleted bigint, OUT runs_deleted bigint)
 LANGUAGE plpgsql AS $$
@@ -112,9 +124,10 @@ BEGIN
     END IF;
     DELETE FROM ops.job_run WHERE started_at < now() - runs_keep AND status <> 'running';
     GET DIAGNOSTICS runs_deleted = ROW_COUNT;
+    DELETE FROM ops.api_store WHERE expires_at < now();
 END $$;
 
 -- migrate:down
 DROP FUNCTION IF EXISTS ops.prune(text[], interval, interval);
-DROP TABLE IF EXISTS ops.audit_log, ops.dead_letter, ops.collector_status, ops.point_watermark,
+DROP TABLE IF EXISTS ops.api_store, ops.audit_log, ops.dead_letter, ops.collector_status, ops.point_watermark,
     ops.stage_cursor, ops.dirty_range, ops.job_run;

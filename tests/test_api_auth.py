@@ -3,6 +3,8 @@ working beside access tokens; secrets stay out of logs and the audit trail."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import logging
 
 import jwt
@@ -117,6 +119,53 @@ def test_login_is_rate_limited_per_client(client, conn):
     codes = [client.post("/api/v1/auth/login", json={"username": f"u{i}", "password": "x"}).status_code
              for i in range(LOGIN_RATE[1] + 1)]
     assert codes[:-1] == [401] * LOGIN_RATE[1] and codes[-1] == 429
+
+
+def test_login_limit_is_shared_by_every_api_process(client, db_url):
+    """A second app on the same database (another worker, another host) counts against
+    the same limit, and a restarted one does not forget it."""
+    from app.api.auth import LOGIN_RATE
+
+    half = LOGIN_RATE[1] // 2
+    attempt = {"username": "nobody", "password": "x"}
+    assert {client.post("/api/v1/auth/login", json=attempt).status_code for _ in range(half)} == {401}
+    with TestClient(app=create_app(db_url)) as other:
+        codes = [other.post("/api/v1/auth/login", json=attempt).status_code
+                 for _ in range(LOGIN_RATE[1] - half + 1)]
+    assert codes[:-1] == [401] * (LOGIN_RATE[1] - half) and codes[-1] == 429
+    with TestClient(app=create_app(db_url)) as restarted:
+        assert restarted.post("/api/v1/auth/login", json=attempt).status_code == 429
+
+
+def test_shared_store_expires_renews_and_deletes(db_url):
+    import anyio
+
+    from app.api.database import Database
+    from app.api.store import PostgresStore
+
+    async def scenario() -> None:
+        database = Database(db_url)
+        database.open()
+        try:
+            a, b = PostgresStore(database, "a"), PostgresStore(database, "b")
+            await a.set("k", "v1", expires_in=60)
+            await b.set("k", b"other")
+            assert await a.get("k") == b"v1" and await b.get("k") == b"other"
+            assert 55 <= await a.expires_in("k") <= 60 and await b.expires_in("k") is None
+            await a.get("k", renew_for=3600)
+            assert await a.expires_in("k") > 3000
+            await b.get("k", renew_for=10)              # no expiry: renewing is a no-op
+            assert await b.expires_in("k") is None
+            await a.set("gone", "x", expires_in=dt.timedelta(seconds=-1))
+            assert await a.get("gone") is None and not await a.exists("gone")
+            await a.delete("k")
+            assert not await a.exists("k") and await b.exists("k")
+            await b.delete_all()
+            assert await b.get("k") is None
+        finally:
+            database.close()
+
+    anyio.run(scenario)
 
 
 def test_password_never_reaches_logs_or_audit(client, conn, caplog):

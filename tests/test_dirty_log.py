@@ -102,6 +102,16 @@ def test_prune_drops_only_what_every_stage_consumed_and_old_runs(conn):
     assert conn.execute("SELECT count(*) FROM ops.job_run").fetchone() == (2,)
 
 
+def test_prune_drops_expired_api_store_entries(conn):
+    from jobs.housekeeping import prune
+
+    conn.autocommit = True
+    conn.execute("INSERT INTO ops.api_store VALUES ('rl', 'old', 'x', now() - interval '1 s'), "
+                 "('rl', 'live', 'x', now() + interval '1 h'), ('rl', 'kept', 'x', NULL)")
+    prune(conn, ["rollups"])
+    assert [k for (k,) in conn.execute("SELECT key FROM ops.api_store ORDER BY key")] == ["kept", "live"]
+
+
 def test_jobs_prune_command(db_url):
     import os
     import subprocess

@@ -22,10 +22,11 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 from app.api.database import Database, provide_database
 from app.api.health import HealthController
 from app.api.ingest import IngestController
-from app.api.auth import AuthController
+from app.api.auth import AuthController, login_rate_limit
 from app.api.config import CONTROLLERS as CONFIG_CONTROLLERS
 from app.api.live import LiveController, ReadinessController
 from app.api.security import AuthCache, AuthMiddleware, provide_principal
+from app.api.store import PostgresStore
 from app.api.problems import EXCEPTION_MAP
 from app.api.reports import ReportController
 
@@ -78,6 +79,9 @@ def create_app(database_url: str | None = None, *, max_body_bytes: int = MAX_BOD
         on_startup=[database.open, database.size_threads],
         on_shutdown=[database.close],
         state=State({"database": database, "auth_cache": AuthCache()}),
+        # Rate-limit counters shared by every API process (app.api.store).
+        stores={config.store: PostgresStore(database, config.store)
+                for config in (login_rate_limit, INGEST_RATE_LIMIT)},
         request_max_body_size=max_body_bytes,
         openapi_config=OPENAPI,
     )
