@@ -44,9 +44,9 @@ class Settings(BaseSettings):
         default=None,
         description="Key signing API access tokens (HS256). Unset: generated once into <data_dir>/jwt-secret.",
     )
-    dirty_log_retention_days: int = Field(
-        default=7, ge=0,
-        description="Days a dirty-log entry is kept after every stage has consumed it (ops.dirty_range).",
+    dirty_log_retention_hours: int = Field(
+        default=1, ge=0,
+        description="Hours a dirty-log entry is kept after every stage has consumed it (ops.dirty_range).",
     )
     job_run_retention_days: int = Field(
         default=90, ge=1, description="Days of pipeline run history kept in ops.job_run.",

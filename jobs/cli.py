@@ -101,9 +101,9 @@ def jobs_run(
 
 @jobs_app.command("prune")
 def jobs_prune(
-    dirty_days: int | None = typer.Option(
-        None, "--dirty-days", min=0,
-        help="Keep consumed dirty-log entries this many days (default: WATTLINE_DIRTY_LOG_RETENTION_DAYS).",
+    dirty_hours: int | None = typer.Option(
+        None, "--dirty-hours", min=0,
+        help="Keep consumed dirty-log entries this many hours (default: WATTLINE_DIRTY_LOG_RETENTION_HOURS).",
     ),
     run_days: int | None = typer.Option(
         None, "--run-days", min=1,
@@ -120,7 +120,7 @@ def jobs_prune(
     try:
         with psycopg.connect(database_url(), autocommit=True) as conn:
             entries, runs = prune(conn, [s.NAME for s in load_pipeline()],
-                                  dirty_keep_days=dirty_days, runs_keep_days=run_days)
+                                  dirty_keep_hours=dirty_hours, runs_keep_days=run_days)
     except psycopg.OperationalError as exc:
         _fail(f"cannot reach the database: {exc}", code=1)
     typer.echo(f"pruned {entries} dirty-log entries and {runs} job runs")

@@ -58,8 +58,8 @@ def pending(
         f"SELECT now_.snap::text, d.range_start, d.range_end, d.point_id, d.meter_id, d.reason "
         f"FROM now_ LEFT JOIN ops.dirty_range d "
         f"  ON pg_visible_in_snapshot(d.xact, now_.snap) "
-        f" AND (%s::pg_snapshot IS NULL OR (d.xact >= pg_snapshot_xmin(%s::pg_snapshot) "
-        f"      AND NOT pg_visible_in_snapshot(d.xact, %s::pg_snapshot))) "
+        f" AND d.xact >= coalesce(pg_snapshot_xmin(%s::pg_snapshot), '0'::xid8) "  # an index range
+        f" AND (%s::pg_snapshot IS NULL OR NOT pg_visible_in_snapshot(d.xact, %s::pg_snapshot)) "
         f" AND d.{where} "
         f" AND (%s::text IS NULL OR d.reason LIKE %s) AND (%s::text IS NULL OR d.reason NOT LIKE %s) "
         f"ORDER BY d.id",

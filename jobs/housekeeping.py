@@ -16,16 +16,17 @@ log = logging.getLogger("wattline.jobs")
 INTERVAL_S = 3600.0
 
 
-def prune(conn: psycopg.Connection, stages: list[str], *, dirty_keep_days: int | None = None,
+def prune(conn: psycopg.Connection, stages: list[str], *, dirty_keep_hours: int | None = None,
           runs_keep_days: int | None = None) -> tuple[int, int]:
     """Delete dirty-log entries all `stages` consumed, and old runs; returns (entries, runs) deleted.
 
-    Retention defaults to the settings (WATTLINE_DIRTY_LOG_RETENTION_DAYS,
+    Retention defaults to the settings (WATTLINE_DIRTY_LOG_RETENTION_HOURS,
     WATTLINE_JOB_RUN_RETENTION_DAYS)."""
     from app.settings import get_settings
 
     settings = get_settings()
-    dirty_keep = dt.timedelta(days=settings.dirty_log_retention_days if dirty_keep_days is None else dirty_keep_days)
+    dirty_keep = dt.timedelta(
+        hours=settings.dirty_log_retention_hours if dirty_keep_hours is None else dirty_keep_hours)
     runs_keep = dt.timedelta(days=settings.job_run_retention_days if runs_keep_days is None else runs_keep_days)
     (entries, runs) = conn.execute(
         "SELECT * FROM ops.prune(%s, %s, %s)", (stages, dirty_keep, runs_keep)

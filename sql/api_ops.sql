@@ -157,8 +157,8 @@ SELECT c.stage, c.seen::text AS cursor, c.updated_at AS cursor_moved_at,
        min(d.range_start) AS range_start, max(d.range_end) AS range_end
 FROM ops.stage_cursor c
 LEFT JOIN ops.dirty_range d
-       ON c.seen IS NULL
-       OR (d.xact >= pg_snapshot_xmin(c.seen) AND NOT pg_visible_in_snapshot(d.xact, c.seen))
+       ON d.xact >= coalesce(pg_snapshot_xmin(c.seen), '0'::xid8)
+      AND (c.seen IS NULL OR NOT pg_visible_in_snapshot(d.xact, c.seen))
 GROUP BY c.stage;
 
 -- migrate:down

@@ -103,10 +103,9 @@ CREATE TABLE ops.api_store (
 
 -- Housekeeping. The dirty log and the run history grow every cycle (a normalize run logs
 -- one entry per meter it rewrote: 10,000 meters on a one-minute cycle are 14 million
--- entries a day). An entry goes once every given stage has consumed it — its
--- transaction is older than the oldest transaction any of their last snapshots still
--- waited for — and it is older than dirty_keep; nothing goes while one of the stages has
--- never run. Finished runs older than runs_keep go, and expired API store entries. The
+-- entries a day). An entry goes once every given stage has consumed it (it is visible in
+-- each stage's last snapshot) and it is older than dirty_keep; nothing goes while one of
+-- the stages has never run. A long transaction elsewhere does not hold pruning back. Finished runs older than runs_keep go, and expired API store entries. The
 -- audit log is never pruned.
 CREATE FUNCTION ops.prune(stages text[], dirty_keep interval, runs_keep interval,
                           OUT dirty_deleted bigint, OUT runs_deleted bigint)
@@ -114,12 +113,16 @@ LANGUAGE plpgsql AS $$
 DECLARE
     horizon xid8;
 BEGIN
-    SELECT CASE WHEN count(c.seen) = cardinality(stages) THEN min(pg_snapshot_xmin(c.seen)) END
+    -- Past the smallest xmax, no stage has seen anything: the index range to look in.
+    SELECT CASE WHEN count(c.seen) = cardinality(stages) THEN min(pg_snapshot_xmax(c.seen)) END
     INTO horizon
     FROM unnest(stages) AS s(stage) LEFT JOIN ops.stage_cursor c USING (stage);
     dirty_deleted := 0;
     IF horizon IS NOT NULL THEN
-        DELETE FROM ops.dirty_range WHERE xact < horizon AND created_at < now() - dirty_keep;
+        DELETE FROM ops.dirty_range d
+        WHERE d.xact < horizon AND d.created_at < now() - dirty_keep
+          AND NOT EXISTS (SELECT 1 FROM ops.stage_cursor c
+                          WHERE c.stage = ANY (stages) AND NOT pg_visible_in_snapshot(d.xact, c.seen));
         GET DIAGNOSTICS dirty_deleted = ROW_COUNT;
     END IF;
     DELETE FROM ops.job_run WHERE started_at < now() - runs_keep AND status <> 'running';

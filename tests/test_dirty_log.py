@@ -79,10 +79,12 @@ def test_pending_view_counts_what_a_stage_has_not_consumed(conn):
         "SELECT pending, cursor IS NOT NULL FROM api.dirty_pending WHERE stage = 'rollups'").fetchone() == (0, True)
 
 
-def test_prune_drops_only_what_every_stage_consumed_and_old_runs(conn):
+def test_prune_drops_only_what_every_stage_consumed_and_old_runs(db_url, conn):
     from jobs.housekeeping import prune
 
     conn.autocommit = True
+    long = psycopg.connect(db_url)                   # a long transaction elsewhere does not hold it back
+    long.execute("SELECT pg_current_xact_id()")
     log_energy_change(conn, T0, T0 + H, "normalize", [1, 2])
     conn.execute("UPDATE ops.dirty_range SET created_at = now() - interval '10 days'")
     conn.execute(
@@ -93,13 +95,14 @@ def test_prune_drops_only_what_every_stage_consumed_and_old_runs(conn):
     )
     consume(conn, "rollups")
     # carbon has never run: nothing of the log may go, old runs may
-    assert prune(conn, ["rollups", "carbon"], dirty_keep_days=7, runs_keep_days=90) == (0, 1)
+    assert prune(conn, ["rollups", "carbon"], dirty_keep_hours=24 * 7, runs_keep_days=90) == (0, 1)
     consume(conn, "carbon")
     log_energy_change(conn, T0, T0 + H, "normalize", [3])          # new: not consumed, too young
-    assert prune(conn, ["rollups", "carbon"], dirty_keep_days=30, runs_keep_days=90) == (0, 0)
-    assert prune(conn, ["rollups", "carbon"], dirty_keep_days=7, runs_keep_days=90) == (2, 0)
+    assert prune(conn, ["rollups", "carbon"], dirty_keep_hours=24 * 30, runs_keep_days=90) == (0, 0)
+    assert prune(conn, ["rollups", "carbon"], dirty_keep_hours=24 * 7, runs_keep_days=90) == (2, 0)
     assert [r.meter_id for r in consume(conn, "rollups")] == [3]   # what is left is still owed
     assert conn.execute("SELECT count(*) FROM ops.job_run").fetchone() == (2,)
+    long.close()
 
 
 def test_prune_drops_expired_api_store_entries(conn):
