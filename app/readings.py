@@ -82,7 +82,7 @@ WITH inserted AS (
     INSERT INTO ops.dirty_range (point_id, range_start, range_end, reason)
     SELECT i.point_id, min(i.ts), max(i.ts) + interval '1 microsecond', 'late reading'
     FROM inserted i JOIN ops.point_watermark w USING (point_id)
-    WHERE i.ts < w.normalized_until
+    WHERE i.ts < greatest(w.normalized_until, w.cleaned_until)
     GROUP BY i.point_id
     RETURNING 1
 )
@@ -108,6 +108,9 @@ def write_readings(conn: psycopg.Connection, rows: Sequence[Reading] | Iterable[
     Non-finite values must have been rejected by the caller (they are a source error,
     not a reading); this function refuses them rather than store NaN.
 
+    A reading older than its point's watermark (what clean or normalize has processed)
+    is late: it is logged as a dirty range so both redo that span.
+
     Fast path: when no reading can be late (none is older than the newest watermark),
     the batch is COPYed straight into the hypertable inside a savepoint, which costs
     what a plain COPY costs; a duplicate there (unique violation) rolls the savepoint
@@ -125,8 +128,13 @@ def write_readings(conn: psycopg.Connection, rows: Sequence[Reading] | Iterable[
             raise ValueError(f"point {point_id} at {ts}: timestamp without a time zone")
         if oldest is None or ts < oldest:
             oldest = ts
+    # Before the lateness check, and until the caller commits: clean and normalize, which
+    # advance the watermarks, wait for this write or this write waits for their commit
+    # (jobs.base.lock_raw_readings), so the check always sees the watermark that counts.
+    conn.execute("LOCK TABLE raw.point_value IN ROW EXCLUSIVE MODE")
     late_possible = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM ops.point_watermark WHERE normalized_until > %s)", (oldest,)
+        "SELECT EXISTS (SELECT 1 FROM ops.point_watermark "
+        "WHERE greatest(normalized_until, cleaned_until) > %s)", (oldest,)
     ).fetchone()[0]
     if not late_possible:
         try:

@@ -14,6 +14,8 @@ import datetime as dt
 
 import psycopg
 
+from jobs import base
+from jobs.base import lock_raw_readings
 from jobs.dirty import advance, pending
 
 NAME = "clean"
@@ -51,6 +53,7 @@ def run(
         return clean_ranges(conn, [(pid, start, end) for (pid,) in points])
     if part:
         raise ValueError("only explicit ranges can be split into parts")
+    lock_raw_readings(conn, "SHARE ROW EXCLUSIVE", timeout_s=base.RAW_LOCK_TIMEOUT_S)
     entries, seen = pending(conn, NAME, "point", reason_not_like="clean:%")
     (touched,) = conn.execute(
         "SELECT raw.clean_ranges(array_agg(point_id), array_agg(s), array_agg(e)) FROM ("

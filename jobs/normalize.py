@@ -14,6 +14,8 @@ import datetime as dt
 
 import psycopg
 
+from jobs import base
+from jobs.base import lock_raw_readings
 from jobs.dirty import advance, pending
 
 NAME = "normalize"
@@ -44,6 +46,7 @@ def run(
     if start is not None:
         if start >= end:
             raise ValueError(f"empty range: {start} >= {end}")
+        lock_raw_readings(conn, "SHARE")  # a backfill waits for writers in flight
         i, n = part or (0, 1)
         meters = [m for (m,) in conn.execute(
             "SELECT id FROM config.meter WHERE kind = 'physical' AND id %% %s = %s ORDER BY id", (n, i))]
@@ -51,6 +54,7 @@ def run(
 
     if part:
         raise ValueError("only explicit ranges can be split into parts")
+    lock_raw_readings(conn, "SHARE", timeout_s=base.RAW_LOCK_TIMEOUT_S)
     point_entries, seen = pending(conn, NAME, "point")
     meter_entries, _ = pending(conn, NAME, "meter", reason_like="config:%", snapshot=seen)
     point_work = conn.execute("SELECT * FROM energy.new_reading_work()").fetchall()

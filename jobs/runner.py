@@ -40,7 +40,7 @@ from typing import Callable, Iterable, Iterator, TypeVar
 import psycopg
 
 from jobs import housekeeping
-from jobs.base import StageModule
+from jobs.base import StageBusy, StageModule
 
 log = logging.getLogger("wattline.jobs")
 T = TypeVar("T")
@@ -146,6 +146,9 @@ def run_stage(
                 result.status = "skipped"
     except psycopg.OperationalError:
         raise
+    except StageBusy as exc:
+        result.status, result.error = "skipped", str(exc)
+        log.info("stage %s skipped: %s", stage.NAME, exc)
     except Exception as exc:  # the stage failed: record it, keep the runner alive
         result.status, result.error = "error", f"{type(exc).__name__}: {exc}"
         log.error("stage %s failed: %s", stage.NAME, result.error)
