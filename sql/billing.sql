@@ -429,23 +429,12 @@ BEGIN
 END $$;
 
 -- Consume billing.entity_dirty: recompute the whole cost history of every entity whose
--- membership changed (energy.entities_affected). Returns rows written.
+-- membership changed (energy.take_dirty_entities). Returns rows written.
 CREATE FUNCTION billing.refresh_dirty_cost_entities() RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    kinds text[];
-    ids integer[];
-    k text;
-    members integer[];
-    total bigint := 0;
-BEGIN
-    WITH d AS (DELETE FROM billing.entity_dirty RETURNING entity_kind, entity_id)
-    SELECT array_agg(entity_kind), array_agg(entity_id) INTO kinds, ids FROM d;
-    FOR k, members IN SELECT * FROM energy.entities_affected(kinds, ids) LOOP
-        total := total + billing.refresh_entity_cost_rollups('-infinity', 'infinity', NULL, k, members);
-    END LOOP;
-    RETURN total;
-END $$;
+LANGUAGE sql AS $$
+    SELECT coalesce(sum(billing.refresh_entity_cost_rollups('-infinity', 'infinity', NULL, t.entity_kind, t.members)), 0)::bigint
+    FROM energy.take_dirty_entities('billing.entity_dirty') t
+$$;
 
 -- migrate:down
 SELECT billing.drop_cost_rollups();

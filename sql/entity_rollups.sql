@@ -242,27 +242,33 @@ LANGUAGE sql STABLE AS $$
     SELECT entity_kind, array_agg(entity_id ORDER BY entity_id) FROM x GROUP BY entity_kind
 $$;
 
--- Consume ops.entity_dirty: recompute the whole history of every entity whose membership
--- changed (energy.entities_affected). Returns rows written.
-CREATE FUNCTION energy.refresh_dirty_entities() RETURNS bigint
+-- Empty an entity-change queue shaped like ops.entity_dirty (ops.entity_dirty itself, or
+-- billing.entity_dirty) and expand what it held to the entities affected, per kind
+-- (energy.entities_affected). Rows another transaction adds meanwhile stay for next time.
+CREATE FUNCTION energy.take_dirty_entities(queue regclass)
+RETURNS TABLE (entity_kind text, members integer[])
 LANGUAGE plpgsql AS $$
 DECLARE
     kinds text[];
     ids integer[];
-    k text;
-    members integer[];
-    total bigint := 0;
 BEGIN
-    WITH d AS (DELETE FROM ops.entity_dirty RETURNING entity_kind, entity_id)
-    SELECT array_agg(entity_kind), array_agg(entity_id) INTO kinds, ids FROM d;
-    FOR k, members IN SELECT * FROM energy.entities_affected(kinds, ids) LOOP
-        total := total + energy.refresh_entity_rollups('-infinity', 'infinity', NULL, k, members);
-    END LOOP;
-    RETURN total;
+    EXECUTE format('WITH d AS (DELETE FROM %s RETURNING entity_kind, entity_id) '
+                   'SELECT array_agg(entity_kind), array_agg(entity_id) FROM d', queue)
+    INTO kinds, ids;
+    RETURN QUERY SELECT * FROM energy.entities_affected(kinds, ids);
 END $$;
+
+-- Consume ops.entity_dirty: recompute the whole history of every entity whose membership
+-- changed. Returns rows written.
+CREATE FUNCTION energy.refresh_dirty_entities() RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT coalesce(sum(energy.refresh_entity_rollups('-infinity', 'infinity', NULL, t.entity_kind, t.members)), 0)::bigint
+    FROM energy.take_dirty_entities('ops.entity_dirty') t
+$$;
 
 -- migrate:down
 DROP FUNCTION IF EXISTS energy.refresh_dirty_entities();
+DROP FUNCTION IF EXISTS energy.take_dirty_entities(regclass);
 DROP FUNCTION IF EXISTS energy.entities_affected(text[], integer[]);
 DROP FUNCTION IF EXISTS energy.refresh_entity_rollups(timestamptz, timestamptz, integer[], text, integer[]);
 DROP FUNCTION IF EXISTS energy.entities_selected(integer[], text, integer[]);
