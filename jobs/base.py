@@ -8,7 +8,7 @@ A stage is a module in jobs/ with:
 `run` works in the caller's transaction and returns the rows it touched. With explicit
 `start`/`end` (backfill, `wattline jobs run STAGE --from --to`) it recomputes every
 meter over [start, end). With both None (the scheduler's incremental run) it decides its
-own work: new data past its watermark plus the dirty-range entries after its cursor
+own work: new data past its watermark plus the dirty-range entries it has not consumed
 (jobs.dirty.pending / advance). A stage that rewrites a meter's intervals logs that with
 jobs.dirty.log_energy_change so the stages after it follow. Run twice, it gives the same
 rows.

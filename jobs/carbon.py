@@ -3,8 +3,8 @@ and monthly rollups, after the energy rollups (the hourly one is read).
 
 The 15-minute emissions are a view (carbon.meter_emission); the stage recomputes the
 rollups over each span with set-based SQL (carbon.refresh_meter_rollup), deleting and
-rewriting them, so a rerun gives the same rows. Incremental work is the meter entries of the dirty-range log after
-this stage's cursor: intervals the earlier stages wrote, and the spans the carbon
+rewriting them, so a rerun gives the same rows. Incremental work is the meter entries of the dirty-range log this
+stage has not consumed: intervals the earlier stages wrote, and the spans the carbon
 triggers log when a factor, an intensity value, a region or a kgce factor changes. The
 carbon rollups follow the energy rollups' zone; if those were rebuilt in another zone,
 the carbon rollups are rebuilt first.
