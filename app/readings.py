@@ -130,8 +130,8 @@ def write_readings(conn: psycopg.Connection, rows: Sequence[Reading] | Iterable[
             oldest = ts
     # Before the lateness check, and until the caller commits: clean and normalize, which
     # advance the watermarks, wait for this write or this write waits for their commit
-    # (jobs.base.lock_raw_readings), so the check always sees the watermark that counts.
-    conn.execute("LOCK TABLE raw.point_value IN ROW EXCLUSIVE MODE")
+    # (ops.write_gate), so the check always sees the watermark that counts.
+    conn.execute("LOCK TABLE ops.write_gate IN ROW EXCLUSIVE MODE")
     late_possible = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM ops.point_watermark "
         "WHERE greatest(normalized_until, cleaned_until) > %s)", (oldest,)

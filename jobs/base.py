@@ -35,34 +35,32 @@ QUARTER = dt.timedelta(minutes=15)
 
 # How long an incremental clean or normalize waits for readings being written before it
 # gives way (recorded as skipped; the next run retries).
-RAW_LOCK_TIMEOUT_S = 5.0
+WRITE_GATE_TIMEOUT_S = 5.0
 
 
 class StageBusy(Exception):
     """The stage cannot start its work now; run_stage records the run as skipped."""
 
 
-def lock_raw_readings(conn: psycopg.Connection, mode: str, *, timeout_s: float | None = None) -> None:
-    """Hold raw.point_value against writers for the rest of the transaction.
+def close_write_gate(conn: psycopg.Connection, *, timeout_s: float | None = None) -> None:
+    """Hold new readings back until this transaction ends, after those in flight commit.
 
     Clean and normalize advance per-point watermarks past the readings they saw, and the
     writer (app.readings) logs a reading as late only if it is older than a committed
     watermark. A reading committed after a stage took its snapshot, but checked before
-    the stage committed, would be neither seen nor logged. Writers therefore take ROW
-    EXCLUSIVE on the table before their check, and these stages SHARE (normalize: parts
-    run side by side) or SHARE ROW EXCLUSIVE (clean, which updates flags) before they
-    read: a stage waits for writers in flight, and writers wait for the stage's commit,
-    then see its watermarks. timeout_s: give way (StageBusy) instead of waiting longer.
+    the stage committed, would be neither seen nor logged. So writers hold ROW EXCLUSIVE
+    on ops.write_gate from before their check, and these stages take SHARE before they
+    read: a stage waits for the writes in flight, and later writes wait for its commit,
+    then see its watermarks. Stages (and the parts of a backfill) share the gate.
+    timeout_s: give way (StageBusy) instead of waiting longer for a long write.
     """
-    if mode not in ("SHARE", "SHARE ROW EXCLUSIVE"):
-        raise ValueError(f"unexpected lock mode {mode!r}")
     if timeout_s is None:
-        conn.execute(f"LOCK TABLE raw.point_value IN {mode} MODE")
+        conn.execute("LOCK TABLE ops.write_gate IN SHARE MODE")
         return
     (before,) = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
     conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, round(timeout_s * 1000))}ms",))
     try:
-        conn.execute(f"LOCK TABLE raw.point_value IN {mode} MODE")
+        conn.execute("LOCK TABLE ops.write_gate IN SHARE MODE")
     except psycopg.errors.LockNotAvailable:
         raise StageBusy(f"readings were being written for more than {timeout_s:g} s; the next run retries") from None
     conn.execute("SELECT set_config('lock_timeout', %s, true)", (before,))

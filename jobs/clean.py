@@ -15,7 +15,7 @@ import datetime as dt
 import psycopg
 
 from jobs import base
-from jobs.base import lock_raw_readings
+from jobs.base import close_write_gate
 from jobs.dirty import advance, pending
 
 NAME = "clean"
@@ -48,12 +48,13 @@ def run(
     if start is not None:
         if start >= end:
             raise ValueError(f"empty range: {start} >= {end}")
+        close_write_gate(conn)  # a backfill waits for writes in flight
         i, n = part or (0, 1)
         points = conn.execute("SELECT id FROM config.point WHERE id %% %s = %s ORDER BY id", (n, i))
         return clean_ranges(conn, [(pid, start, end) for (pid,) in points])
     if part:
         raise ValueError("only explicit ranges can be split into parts")
-    lock_raw_readings(conn, "SHARE ROW EXCLUSIVE", timeout_s=base.RAW_LOCK_TIMEOUT_S)
+    close_write_gate(conn, timeout_s=base.WRITE_GATE_TIMEOUT_S)
     entries, seen = pending(conn, NAME, "point", reason_not_like="clean:%")
     (touched,) = conn.execute(
         "SELECT raw.clean_ranges(array_agg(point_id), array_agg(s), array_agg(e)) FROM ("

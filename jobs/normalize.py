@@ -15,7 +15,7 @@ import datetime as dt
 import psycopg
 
 from jobs import base
-from jobs.base import lock_raw_readings
+from jobs.base import close_write_gate
 from jobs.dirty import advance, pending
 
 NAME = "normalize"
@@ -46,7 +46,7 @@ def run(
     if start is not None:
         if start >= end:
             raise ValueError(f"empty range: {start} >= {end}")
-        lock_raw_readings(conn, "SHARE")  # a backfill waits for writers in flight
+        close_write_gate(conn)  # a backfill waits for writes in flight
         i, n = part or (0, 1)
         meters = [m for (m,) in conn.execute(
             "SELECT id FROM config.meter WHERE kind = 'physical' AND id %% %s = %s ORDER BY id", (n, i))]
@@ -54,7 +54,7 @@ def run(
 
     if part:
         raise ValueError("only explicit ranges can be split into parts")
-    lock_raw_readings(conn, "SHARE", timeout_s=base.RAW_LOCK_TIMEOUT_S)
+    close_write_gate(conn, timeout_s=base.WRITE_GATE_TIMEOUT_S)
     point_entries, seen = pending(conn, NAME, "point")
     meter_entries, _ = pending(conn, NAME, "meter", reason_like="config:%", snapshot=seen)
     point_work = conn.execute("SELECT * FROM energy.new_reading_work()").fetchall()

@@ -54,6 +54,14 @@ CREATE TABLE ops.point_watermark (
     normalized_until timestamptz NOT NULL
 );
 
+-- Never holds a row: locked, so that a reading's lateness check and the watermarks of
+-- clean and normalize cannot pass each other. Writers (app.readings) take ROW EXCLUSIVE
+-- from before their check until they commit; clean and normalize take SHARE before they
+-- read (jobs.base.close_write_gate). SHARE waits for writers in flight and holds new
+-- ones until the stage commits; stages do not exclude one another, nor does it touch
+-- the locks of raw.point_value itself (clean updates flags there while writers insert).
+CREATE TABLE ops.write_gate ();
+
 -- Health of each data source and point as its collector last saw it.
 CREATE TABLE ops.collector_status (
     data_source_id       integer     NOT NULL,
@@ -132,5 +140,5 @@ END $$;
 
 -- migrate:down
 DROP FUNCTION IF EXISTS ops.prune(text[], interval, interval);
-DROP TABLE IF EXISTS ops.api_store, ops.audit_log, ops.dead_letter, ops.collector_status, ops.point_watermark,
+DROP TABLE IF EXISTS ops.write_gate, ops.api_store, ops.audit_log, ops.dead_letter, ops.collector_status, ops.point_watermark,
     ops.stage_cursor, ops.dirty_range, ops.job_run;

@@ -80,7 +80,7 @@ def test_a_write_during_a_stage_waits_and_is_logged_late(db_url, conn):
 
 
 def test_an_incremental_stage_gives_way_to_a_long_write(db_url, conn, monkeypatch):
-    monkeypatch.setattr(base, "RAW_LOCK_TIMEOUT_S", 0.2)
+    monkeypatch.setattr(base, "WRITE_GATE_TIMEOUT_S", 0.2)
     m, p = prepared(conn)
     with psycopg.connect(db_url) as writer:
         write_readings(writer, [(p, *REPLAYED, 0)])      # a long import, still open
@@ -101,3 +101,16 @@ def test_a_reading_behind_the_clean_watermark_is_late_even_ahead_of_normalize(co
     run(conn, "clean", "normalize")
     assert conn.execute("SELECT count(*) FROM raw.clean_flag WHERE point_id = %s", (p,)).fetchone()[0] == 1
     assert intervals(conn, m) == recomputed(conn, m)
+
+
+def test_a_backfill_clean_waits_for_a_write_in_flight_and_flags_it(db_url, conn):
+    m, p = prepared(conn)
+    writer = psycopg.connect(db_url)
+    write_readings(writer, [(p, t("2026-01-05 00:44"), 500.0, 0)])   # a spike, not yet committed
+    commit = threading.Timer(0.5, writer.commit)
+    commit.start()
+    (result,) = [runner.run_stage(conn, runner.load_stage("clean"), t("2026-01-05 00:00"), t("2026-01-05 02:00"))]
+    commit.join()
+    writer.close()
+    assert result.status == "ok"
+    assert conn.execute("SELECT count(*) FROM raw.clean_flag WHERE point_id = %s", (p,)).fetchone() == (1,)
