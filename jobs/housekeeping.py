@@ -21,7 +21,7 @@ def prune(conn: psycopg.Connection, stages: list[str], *, dirty_keep_hours: int 
     """Delete dirty-log entries all `stages` consumed, and old runs; returns (entries, runs) deleted.
 
     Retention defaults to the settings (WATTLINE_DIRTY_LOG_RETENTION_HOURS,
-    WATTLINE_JOB_RUN_RETENTION_DAYS)."""
+    WATTLINE_JOB_RUN_RETENTION_DAYS). Runs in the caller's transaction (autocommit: its own)."""
     from app.settings import get_settings
 
     settings = get_settings()
@@ -31,7 +31,5 @@ def prune(conn: psycopg.Connection, stages: list[str], *, dirty_keep_hours: int 
     (entries, runs) = conn.execute(
         "SELECT * FROM ops.prune(%s, %s, %s)", (stages, dirty_keep, runs_keep)
     ).fetchone()
-    if not conn.autocommit:
-        conn.commit()
     log.info("housekeeping: %d dirty-log entries and %d job runs pruned", entries, runs)
     return int(entries), int(runs)
