@@ -42,7 +42,7 @@ class StageBusy(Exception):
     """The stage cannot start its work now; run_stage records the run as skipped."""
 
 
-def close_write_gate(conn: psycopg.Connection, *, timeout_s: float | None = None) -> None:
+def close_write_gate(conn: psycopg.Connection, *, give_way: bool) -> None:
     """Hold new readings back until this transaction ends, after those in flight commit.
 
     Clean and normalize advance per-point watermarks past the readings they saw, and the
@@ -52,17 +52,20 @@ def close_write_gate(conn: psycopg.Connection, *, timeout_s: float | None = None
     on ops.write_gate from before their check, and these stages take SHARE before they
     read: a stage waits for the writes in flight, and later writes wait for its commit,
     then see its watermarks. Stages (and the parts of a backfill) share the gate.
-    timeout_s: give way (StageBusy) instead of waiting longer for a long write.
+    give_way: after WRITE_GATE_TIMEOUT_S of waiting for a long write, raise StageBusy
+    (incremental runs; a backfill waits).
     """
-    if timeout_s is None:
+    if not give_way:
         conn.execute("LOCK TABLE ops.write_gate IN SHARE MODE")
         return
     (before,) = conn.execute("SELECT current_setting('lock_timeout')").fetchone()
-    conn.execute("SELECT set_config('lock_timeout', %s, true)", (f"{max(1, round(timeout_s * 1000))}ms",))
+    conn.execute("SELECT set_config('lock_timeout', %s, true)",
+                 (f"{max(1, round(WRITE_GATE_TIMEOUT_S * 1000))}ms",))
     try:
         conn.execute("LOCK TABLE ops.write_gate IN SHARE MODE")
     except psycopg.errors.LockNotAvailable:
-        raise StageBusy(f"readings were being written for more than {timeout_s:g} s; the next run retries") from None
+        raise StageBusy(f"readings were being written for more than {WRITE_GATE_TIMEOUT_S:g} s; "
+                        "the next run retries") from None
     conn.execute("SELECT set_config('lock_timeout', %s, true)", (before,))
 
 

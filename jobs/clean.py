@@ -14,7 +14,6 @@ import datetime as dt
 
 import psycopg
 
-from jobs import base
 from jobs.base import close_write_gate
 from jobs.dirty import advance, pending
 
@@ -45,16 +44,15 @@ def run(
     points whose id is i modulo n (explicit ranges only)."""
     if (start is None) != (end is None):
         raise ValueError("give both start and end, or neither")
+    if start is not None and start >= end:
+        raise ValueError(f"empty range: {start} >= {end}")
+    if part and start is None:
+        raise ValueError("only explicit ranges can be split into parts")
+    close_write_gate(conn, give_way=start is None)  # before reading raw data (jobs.base)
     if start is not None:
-        if start >= end:
-            raise ValueError(f"empty range: {start} >= {end}")
-        close_write_gate(conn)  # a backfill waits for writes in flight
         i, n = part or (0, 1)
         points = conn.execute("SELECT id FROM config.point WHERE id %% %s = %s ORDER BY id", (n, i))
         return clean_ranges(conn, [(pid, start, end) for (pid,) in points])
-    if part:
-        raise ValueError("only explicit ranges can be split into parts")
-    close_write_gate(conn, timeout_s=base.WRITE_GATE_TIMEOUT_S)
     entries, seen = pending(conn, NAME, "point", reason_not_like="clean:%")
     (touched,) = conn.execute(
         "SELECT raw.clean_ranges(array_agg(point_id), array_agg(s), array_agg(e)) FROM ("

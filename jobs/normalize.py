@@ -14,7 +14,6 @@ import datetime as dt
 
 import psycopg
 
-from jobs import base
 from jobs.base import close_write_gate
 from jobs.dirty import advance, pending
 
@@ -43,18 +42,17 @@ def run(
     the meters whose id is i modulo n (explicit ranges only)."""
     if (start is None) != (end is None):
         raise ValueError("give both start and end, or neither")
+    if start is not None and start >= end:
+        raise ValueError(f"empty range: {start} >= {end}")
+    if part and start is None:
+        raise ValueError("only explicit ranges can be split into parts")
+    close_write_gate(conn, give_way=start is None)  # before reading raw data (jobs.base)
     if start is not None:
-        if start >= end:
-            raise ValueError(f"empty range: {start} >= {end}")
-        close_write_gate(conn)  # a backfill waits for writes in flight
         i, n = part or (0, 1)
         meters = [m for (m,) in conn.execute(
             "SELECT id FROM config.meter WHERE kind = 'physical' AND id %% %s = %s ORDER BY id", (n, i))]
         return normalize_ranges(conn, [(m, start, end) for m in meters])
 
-    if part:
-        raise ValueError("only explicit ranges can be split into parts")
-    close_write_gate(conn, timeout_s=base.WRITE_GATE_TIMEOUT_S)
     point_entries, seen = pending(conn, NAME, "point")
     meter_entries, _ = pending(conn, NAME, "meter", reason_like="config:%", snapshot=seen)
     point_work = conn.execute("SELECT * FROM energy.new_reading_work()").fetchall()

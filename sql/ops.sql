@@ -54,12 +54,9 @@ CREATE TABLE ops.point_watermark (
     normalized_until timestamptz NOT NULL
 );
 
--- Never holds a row: locked, so that a reading's lateness check and the watermarks of
--- clean and normalize cannot pass each other. Writers (app.readings) take ROW EXCLUSIVE
--- from before their check until they commit; clean and normalize take SHARE before they
--- read (jobs.base.close_write_gate). SHARE waits for writers in flight and holds new
--- ones until the stage commits; stages do not exclude one another, nor does it touch
--- the locks of raw.point_value itself (clean updates flags there while writers insert).
+-- Never holds a row: only locked, so that a reading's lateness check and the watermarks
+-- of clean and normalize cannot pass each other (writers ROW EXCLUSIVE, those stages
+-- SHARE; the rule is in jobs.base.close_write_gate).
 CREATE TABLE ops.write_gate ();
 
 -- Health of each data source and point as its collector last saw it.
