@@ -25,6 +25,7 @@ from app.settings import Settings, get_settings
 SUPERUSER = "wattline"
 DATABASE = "wattline"
 FIRST_PORT = 55432
+FALLBACK_ROOT = Path("/var/lib/wattline")  # as root, for data dirs `postgres` cannot reach
 
 
 class EmbeddedError(RuntimeError):
@@ -59,12 +60,31 @@ class Cluster:
 
     @property
     def base(self) -> Path:
-        """Data dir for the cluster; as root, falls back to /var/lib when `postgres` cannot reach it."""
-        base = self.settings.data_dir.resolve()
-        if os.geteuid() == 0 and not _reachable_by_postgres(base):
-            digest = hashlib.sha256(str(base).encode()).hexdigest()[:10]
-            return Path("/var/lib/wattline") / digest
-        return base
+        """Data dir for the cluster; as root, falls back to /var/lib when `postgres` cannot reach it.
+
+        The fallback directory is drawn once, at init, and recorded in the data dir
+        (`pg-home`): a data dir re-created at the same path (a wiped install, a reused
+        temporary path) gets a cluster of its own instead of meeting a stranger's.
+        """
+        data_dir = self.settings.data_dir.resolve()
+        if os.geteuid() != 0 or _reachable_by_postgres(data_dir):
+            return data_dir
+        try:
+            return Path(self.home_file.read_text().strip())
+        except FileNotFoundError:
+            return FALLBACK_ROOT / "uninitialised"  # drawn by init(); nothing lives here
+
+    @property
+    def home_file(self) -> Path:
+        return self.settings.data_dir.resolve() / "pg-home"
+
+    def _draw_fallback_home(self) -> None:
+        """Record a fresh directory under FALLBACK_ROOT for this data dir's cluster."""
+        data_dir = self.settings.data_dir.resolve()
+        if os.geteuid() != 0 or _reachable_by_postgres(data_dir) or self.home_file.exists():
+            return
+        digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]
+        self.home_file.write_text(f"{FALLBACK_ROOT / f'{digest}-{secrets.token_hex(4)}'}\n")
 
     @property
     def pgdata(self) -> Path:
@@ -130,7 +150,15 @@ class Cluster:
         """initdb with scram-sha-256, a generated superuser secret and ingest-sized settings."""
         bindir = find_pg_bindir()
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        self._draw_fallback_home()
         self.base.mkdir(parents=True, exist_ok=True)
+        if (self.pgdata / "PG_VERSION").exists():
+            raise EmbeddedError(
+                f"{self.pgdata} holds a cluster but its secret ({self.secret_file}) is missing; "
+                "restore the secret, or move the directory away to start afresh"
+            )
+        if self.pgdata.exists() and any(self.pgdata.iterdir()):
+            raise EmbeddedError(f"{self.pgdata} exists but holds no cluster; move it away first")
         if not self.secret_file.exists():
             old = os.umask(0o077)
             try:
@@ -140,8 +168,6 @@ class Cluster:
         os.chmod(self.secret_file, 0o600)
         if not self.port_file.exists():
             self.port_file.write_text(f"{self.settings.embedded_port or _free_port(FIRST_PORT)}\n")
-        if self.pgdata.exists() and any(self.pgdata.iterdir()):
-            raise EmbeddedError(f"{self.pgdata} exists but holds no cluster; move it away first")
         self.pgdata.mkdir(parents=True, exist_ok=True)
         owner = self.run_as()
         if owner:

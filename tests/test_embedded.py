@@ -2,6 +2,7 @@
 managed by the `wattline db` commands."""
 
 import os
+import shutil
 import socket
 import stat
 import subprocess
@@ -10,8 +11,9 @@ import sys
 import psycopg
 import pytest
 
-from app.embedded import Cluster, _free_port
+from app.embedded import FALLBACK_ROOT, Cluster, EmbeddedError, _free_port
 from app.settings import Settings
+from cluster_helpers import discard
 
 
 @pytest.fixture
@@ -19,7 +21,7 @@ def cluster(tmp_path):
     settings = Settings(data_dir=tmp_path / "var", embedded_port=_free_port(56500), database_url=None)
     c = Cluster(settings)
     yield c
-    c.stop()
+    discard(c)
 
 
 def _wattline(env, *args):
@@ -78,9 +80,39 @@ def test_db_commands_manage_the_cluster(tmp_path):
         assert "timescaledb: 2." in res.stdout
     finally:
         res = _wattline(env, "db", "stop")
+        discard(Cluster(Settings(data_dir=tmp_path / "var", embedded_port=port, database_url=None)))
     assert "stopped" in res.stdout
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_data_dir_recreated_at_the_same_path_gets_its_own_cluster(tmp_path):
+    """As root with a data dir `postgres` cannot reach, the cluster lives elsewhere; a wiped
+    and re-created data dir (or a reused temporary path) must not meet the old one."""
+    settings = Settings(data_dir=tmp_path / "var", embedded_port=_free_port(56600), database_url=None)
+    first = Cluster(settings)
+    first.start()
+    first.stop()
+    old_home = first.base
+    shutil.rmtree(settings.data_dir)  # the old cluster, if it lived outside, stays behind
+    second = Cluster(settings)
+    try:
+        second.start()
+        with psycopg.connect(second.url()) as conn:
+            assert conn.execute("SELECT 1").fetchone()[0] == 1
+    finally:
+        discard(second)
+        if old_home.is_relative_to(FALLBACK_ROOT) and old_home.exists():
+            shutil.rmtree(old_home)
+
+
+def test_a_cluster_without_its_secret_is_named_not_overwritten(cluster):
+    cluster.start()
+    cluster.stop()
+    cluster.secret_file.unlink()
+    with pytest.raises(EmbeddedError, match="secret .* is missing"):
+        cluster.start()
+    assert (cluster.pgdata / "PG_VERSION").exists()
 
 
 def test_invalid_setting_names_the_variable(tmp_path):

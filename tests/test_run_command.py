@@ -15,6 +15,7 @@ import pytest
 
 from app.embedded import Cluster, _free_port
 from app.settings import Settings
+from cluster_helpers import discard
 
 DEMO_PORTS = (15020, 15021, 15022, 18830)
 
@@ -57,8 +58,7 @@ def run_env(tmp_path):
            "TEST_API_PORT": str(_free_port(58100)), "WATTLINE_LOG_LEVEL": "WARNING"}
     env.pop("WATTLINE_DATABASE_URL", None)
     yield env
-    cluster = Cluster(Settings(data_dir=data, embedded_port=int(env["WATTLINE_EMBEDDED_PORT"])))
-    cluster.stop()
+    discard(Cluster(Settings(data_dir=data, embedded_port=int(env["WATTLINE_EMBEDDED_PORT"]))))
 
 
 def test_run_twice_live_data_and_clean_stop(run_env):
