@@ -69,23 +69,28 @@ class _Dropper:
 
 
 @pytest.fixture(scope="session")
-def dropper():
+def dropper(server_url):  # torn down before the server it drops on
     d = _Dropper()
     yield d
     d.finish()
 
 
 @pytest.fixture(scope="session")
-def server_url() -> str:
-    """URL of a maintenance database on the test server (superuser)."""
+def server_url():
+    """URL of a maintenance database on the test server (superuser); an embedded cluster
+    the session had to start is stopped again at its end."""
     url = os.environ.get("WATTLINE_TEST_DATABASE_URL")
     if url:
-        return _with_database(url, "postgres")
+        yield _with_database(url, "postgres")
+        return
     from app.embedded import get_cluster
 
     cluster = get_cluster()
+    was_running = cluster.running()
     cluster.start()
-    return cluster.url("postgres")
+    yield cluster.url("postgres")
+    if not was_running:
+        cluster.stop()
 
 
 @pytest.fixture(scope="session")
