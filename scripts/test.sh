@@ -5,6 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/bootstrap.sh
+# A cluster this script starts is stopped again at the end (a CI clone leaves no server).
+if ! .venv/bin/wattline db status | grep -q '^running'; then
+  trap '.venv/bin/wattline db stop >/dev/null || true' EXIT
+fi
 .venv/bin/wattline db start
 
 set +e
