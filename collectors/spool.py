@@ -16,6 +16,7 @@ import datetime as dt
 import fcntl
 import os
 import struct
+import threading
 from pathlib import Path
 from typing import Iterable
 
@@ -106,6 +107,7 @@ class Spool:
         self._recover()
         numbers = [int(p.name.split(".")[0]) for p in self.directory.glob("*.spool")]
         self._next = max(numbers, default=0) + 1
+        self._numbering = threading.Lock()
 
     def _recover(self) -> None:
         """Turn what a dead process left into queued files: journals become spool files,
@@ -121,9 +123,10 @@ class Spool:
         _fsync_dir(self.directory)
 
     def _number(self) -> int:
-        n = self._next
-        self._next += 1
-        return n
+        with self._numbering:  # the writer's thread and a shedding caller both append
+            n = self._next
+            self._next += 1
+            return n
 
     def append(self, rows: list[Reading]) -> Path:
         """Durably queue a batch as one new file."""

@@ -5,7 +5,10 @@ per reading, so `add` only scales, checks and appends to an in-memory batch, and
 background thread writes batches through app.readings.write_readings (COPY + ON CONFLICT
 DO NOTHING) when a batch is full or old enough. When the database cannot be reached the
 batch goes to a durable spool (collectors.spool) and is replayed, oldest first, once the
-database answers again. A crash loses at most the unflushed in-memory batch; with
+database answers again. Memory is capped: when the database is up but slower than the
+readings arrive (a long lock, an overloaded server), the batch past `max_pending` goes to
+the spool from the caller's thread, so a slow database costs disk, not memory, and the
+rows follow in order once it catches up. A crash loses at most the unflushed in-memory batch; with
 `sync=True` every reading is fsync'd to a journal before `add` returns, so not even
 that. Thread-safe: asyncio pollers and paho-mqtt's network thread call it alike.
 """
@@ -32,6 +35,7 @@ log = logging.getLogger("wattline.writer")
 # Errors that mean "the database is not there right now": spool and retry.
 _OUTAGE = (psycopg.OperationalError, psycopg.InterfaceError)
 _MAX_QUALITY = 32767
+DEFAULT_MAX_PENDING = 200_000  # readings in memory (~30 MB) before a slow database spills to disk
 
 
 class UnknownPointError(ValueError):
@@ -44,7 +48,7 @@ class WriterCounters:
     rejected: int = 0    # readings refused by add() (unknown point, bad value or time)
     written: int = 0     # new rows in raw.point_value
     duplicates: int = 0  # rows the table already had (dropped)
-    spooled: int = 0     # rows queued on disk because the database was unreachable
+    spooled: int = 0     # rows queued on disk: database unreachable, or slower than intake
     replayed: int = 0    # spooled rows later written (or found present) in the database
     late_ranges: int = 0  # dirty ranges logged for readings older than normalized data
     flushes: int = 0
@@ -61,6 +65,8 @@ class BatchWriter:
 
     points: the scaling of every acceptable point (default: loaded from config.point at
     start). source_of: point id -> data source id, for per-source counters (optional).
+    max_pending: readings held in memory at most (default DEFAULT_MAX_PENDING, or
+    batch_size if larger); past it a batch goes to the spool instead.
     """
 
     def __init__(
@@ -71,6 +77,7 @@ class BatchWriter:
         source_of: Mapping[int, int] | None = None,
         batch_size: int = 5000,
         max_age_s: float = 1.0,
+        max_pending: int | None = None,
         spool_dir: Path | str | None = None,
         sync: bool = False,
         retry_initial_s: float = 0.5,
@@ -81,12 +88,17 @@ class BatchWriter:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         if max_age_s <= 0:
             raise ValueError(f"max_age_s must be positive, got {max_age_s}")
+        if max_pending is None:
+            max_pending = max(DEFAULT_MAX_PENDING, batch_size)
+        if max_pending < batch_size:
+            raise ValueError(f"max_pending ({max_pending}) must be at least batch_size ({batch_size})")
         from app.db import database_url
         from app.settings import get_settings
 
         self.url = url or database_url()
         self.batch_size = batch_size
         self.max_age_s = max_age_s
+        self.max_pending = max_pending
         self.sync = sync
         self.retry_initial_s = retry_initial_s
         self.retry_max_s = retry_max_s
@@ -189,8 +201,22 @@ class BatchWriter:
             self._buffer.extend(rows)
             self.counters.received += len(rows)
             full = len(self._buffer) >= self.batch_size
-        if full:
+            over = len(self._buffer) >= self.max_pending
+        if over:
+            self._shed()
+        elif full:
             self._wake.set()
+
+    def _shed(self) -> None:
+        """The background thread is stuck on a slow database: queue the batch on disk."""
+        rows, segment = self._take(force=True)
+        if not rows:
+            return
+        with self._lock:
+            self._count_by_source(rows, "received")
+        if not self.sync:  # in sync mode the sealed journal segment is the queued file
+            self._spool(rows)
+        self._wake.set()
 
     # ------------------------------------------------------------------ output
     def flush(self) -> None:
@@ -279,7 +305,7 @@ class BatchWriter:
     def _flush_once(self, force: bool) -> None:
         with self._write_lock:
             rows, segment = self._take(force)
-            if rows and self._source_of:
+            if rows:
                 with self._lock:
                     self._count_by_source(rows, "received")
             if self.sync:

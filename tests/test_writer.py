@@ -203,3 +203,37 @@ def test_one_writer_per_spool_directory(db_url, tmp_path):
     with BatchWriter(db_url, points={1: PointScaling(1)}, spool_dir=tmp_path):
         with pytest.raises(SpoolBusyError, match="in use by another writer"):
             BatchWriter(db_url, points={1: PointScaling(1)}, spool_dir=tmp_path)
+
+
+@pytest.mark.parametrize("sync", [False, True])
+def test_a_slow_database_costs_disk_not_memory(db_url, tmp_path, sync):
+    """The database is up but every write waits (a lock held elsewhere): intake goes on,
+    the in-memory batch never grows past max_pending, and every reading arrives once."""
+    with psycopg.connect(db_url, autocommit=True) as c:
+        points = make_points(c, [{} for _ in range(10)])
+    w = BatchWriter(db_url, batch_size=100, max_age_s=0.05, max_pending=500, spool_dir=tmp_path, sync=sync)
+    sent = []
+    try:
+        with psycopg.connect(db_url) as blocker:
+            blocker.execute("LOCK TABLE ops.write_gate IN SHARE MODE")  # writers wait behind it
+            peak = 0
+            for i in range(400):
+                batch = [(p, T0 + dt.timedelta(seconds=i), float(i), 0) for p in points]
+                w.add_many(batch)
+                sent.extend(batch)
+                peak = max(peak, w.pending)
+            assert peak <= 500 + len(points)
+            assert w.spooled_files > 0 and w.counters.written == 0
+            assert w.counters.spooled > 0 or sync  # sync mode: sealed journal segments queue
+            blocker.rollback()
+        assert wait_for(lambda: w.spooled_files == 0 and w.pending == 0, timeout=60)
+    finally:
+        w.close()
+    got = rows(db_url)
+    assert len(got) == len(sent) == 4000
+    assert sorted((p, ts, v) for p, ts, v, _ in got) == sorted((p, ts, v) for p, ts, v, _ in sent)
+
+
+def test_max_pending_below_batch_size_is_refused(db_url, tmp_path):
+    with pytest.raises(ValueError, match=r"max_pending \(10\) must be at least batch_size \(100\)"):
+        BatchWriter(db_url, points={1: PointScaling(1)}, batch_size=100, max_pending=10, spool_dir=tmp_path)
