@@ -32,6 +32,9 @@ from app.tariffs import Tariff, load_tariffs
 from jobs import dirty
 
 NAME = "billing"
+# A range is priced by whole billing periods, so a backfill takes it in pieces of a year:
+# day-long pieces would re-price the month touching each day again.
+BACKFILL_CHUNK = dt.timedelta(days=366)
 BATCH = 500           # meters priced together at most
 PG_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
 QUARTER_S = 900

@@ -272,3 +272,42 @@ def test_energy_written_in_the_same_transaction_is_billed(conn):
     # June 2880 kWh, July 2976 kWh at 0.10, for each meter
     assert sorted(b[5] for b in bills(conn)) == [Decimal("288.00")] * 2 + [Decimal("297.60")] * 2
     assert_interval_cost_sums_to_bills(conn)
+
+
+def _billing_state(conn):
+    return (
+        conn.execute("SELECT * FROM billing.meter_cost ORDER BY meter_id, ts").fetchall(),
+        conn.execute("SELECT entity_kind, entity_id, category_id, period_start, revision, is_current, total "
+                     "FROM billing.bill ORDER BY 1, 2, 3, 4, 5").fetchall(),
+        conn.execute("SELECT * FROM billing.cost_daily ORDER BY 1, 2, 3").fetchall(),
+        conn.execute("SELECT * FROM billing.cost_monthly ORDER BY 1, 2, 3").fetchall(),
+        conn.execute("SELECT * FROM billing.entity_cost_daily ORDER BY 1, 2, 3, 4, 5").fetchall(),
+        conn.execute("SELECT * FROM billing.entity_cost_monthly ORDER BY 1, 2, 3, 4, 5").fetchall(),
+    )
+
+
+
+def test_a_backfill_prices_each_billing_period_once(conn):
+    """`wattline backfill` takes billing in pieces of a year: one run prices June and
+    July (day-long pieces, the default chunk, would re-price the month touching each
+    day again), builds the entity bills, and a second backfill changes nothing."""
+    from jobs import runner
+
+    cat, cc, ids = make_site(conn, meters=3)
+    tenant = conn.execute("INSERT INTO config.tenant (name) VALUES ('shop') RETURNING id").fetchone()[0]
+    conn.execute("INSERT INTO config.tenant_meter (tenant_id, meter_id) VALUES (%s, %s)", (tenant, ids[0]))
+    assign(conn, import_tariff(conn, flat_tariff("flat", 0.10, fixedchargefirstmeter=9.99)),
+           category=cat, cost_center=cc)
+    for i, m in enumerate(ids):
+        write_energy(conn, m, JUNE[0], JULY[1], 0.25 + i)
+    stages = runner.load_pipeline(["billing"])
+    first = runner.backfill(conn, JUNE[0], JULY[1], stages=stages)
+    assert first["billing"].rows > 0
+    assert conn.execute("SELECT count(*) FROM ops.job_run WHERE stage = 'billing'").fetchone()[0] == 1
+    assert len(bills(conn)) == 3 * 2
+    assert [b[0] for b in bills(conn, "cost_center")] == [cc, cc]
+    assert [b[0] for b in bills(conn, "tenant")] == [tenant, tenant]
+    assert_interval_cost_sums_to_bills(conn)
+    state = _billing_state(conn)
+    runner.backfill(conn, JUNE[0], JULY[1], stages=stages)
+    assert _billing_state(conn) == state
