@@ -27,6 +27,9 @@ from jobs.base import QUARTER
 from jobs.dirty import log_energy_change
 
 NAME = "offline"
+# An explicit range recomputes every local month it touches, so a backfill takes it in
+# pieces of a year: day-long pieces would spread the month touching each day again.
+BACKFILL_CHUNK = dt.timedelta(days=366)
 REASON = "offline: values spread"
 Q_MANUAL = 8
 

@@ -154,6 +154,23 @@ def test_explicit_range_recomputes_the_months_it_touches(stockholm):
     assert stats(conn, m)[:4] == (2976, 2976, 1.0, 1.0)
 
 
+
+def test_a_backfill_spreads_each_month_once(stockholm):
+    """`wattline backfill` takes the stage in pieces of a year: one run spreads January
+    and February (day-long pieces, the default chunk, would spread the month touching
+    each day again)."""
+    from jobs import runner
+
+    conn = stockholm
+    m = add_offline_meter(conn, "gas")
+    import_value(conn, m, dt.date(2025, 1, 1), "month", 2976.0)
+    import_value(conn, m, dt.date(2025, 2, 1), "month", 2688.0)
+    totals = runner.backfill(conn, dt.datetime(2025, 1, 1, tzinfo=UTC), dt.datetime(2025, 3, 1, tzinfo=UTC),
+                             stages=runner.load_pipeline(["offline"]))
+    assert totals["offline"].rows == 2976 + 2688
+    assert conn.execute("SELECT count(*) FROM ops.job_run WHERE stage = 'offline'").fetchone()[0] == 1
+    assert stats(conn, m)[:4] == (2976 + 2688, 2976 + 2688, 1.0, 1.0)
+
 def test_invalid_profile_is_rejected(stockholm):
     import psycopg
 
