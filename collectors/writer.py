@@ -209,12 +209,8 @@ class BatchWriter:
 
     def _shed(self) -> None:
         """The background thread is stuck on a slow database: queue the batch on disk."""
-        rows, segment = self._take(force=True)
-        if not rows:
-            return
-        with self._lock:
-            self._count_by_source(rows, "received")
-        if not self.sync:  # in sync mode the sealed journal segment is the queued file
+        rows = self._take(force=True)
+        if rows and not self.sync:  # in sync mode the sealed journal segment is the queued file
             self._spool(rows)
         self._wake.set()
 
@@ -284,30 +280,28 @@ class BatchWriter:
             except Exception:  # never let the thread die: readings keep arriving
                 log.exception("event=writer_error")
 
-    def _take(self, force: bool) -> tuple[list[Reading], Path | None]:
+    def _take(self, force: bool) -> list[Reading]:
+        """The buffered batch if due (sync mode: its journal segment sealed for replay)."""
         with self._lock:
             if not self._buffer:
-                return [], None
+                return []
             due = force or len(self._buffer) >= self.batch_size or (
                 time.monotonic() - self._oldest >= self.max_age_s
             )
             if not due:
-                return [], None
+                return []
             rows, self._buffer = self._buffer, []
-            segment = None
+            self._count_by_source(rows, "received")
             if self._journal is not None:
                 segment = self._journal.seal()
                 self._journal = self.spool.journal()
                 if segment is not None:
                     self._fresh.add(segment)
-            return rows, segment
+            return rows
 
     def _flush_once(self, force: bool) -> None:
         with self._write_lock:
-            rows, segment = self._take(force)
-            if rows:
-                with self._lock:
-                    self._count_by_source(rows, "received")
+            rows = self._take(force)
             if self.sync:
                 # The batch is already a spool file: writing it is a replay in order.
                 self._replay_locked()
