@@ -66,9 +66,8 @@ class Cluster:
         (`pg-home`): a data dir re-created at the same path (a wiped install, a reused
         temporary path) gets a cluster of its own instead of meeting a stranger's.
         """
-        data_dir = self.settings.data_dir.resolve()
-        if os.geteuid() != 0 or _reachable_by_postgres(data_dir):
-            return data_dir
+        if not self._falls_back():
+            return self.settings.data_dir.resolve()
         try:
             return Path(self.home_file.read_text().strip())
         except FileNotFoundError:
@@ -78,12 +77,14 @@ class Cluster:
     def home_file(self) -> Path:
         return self.settings.data_dir.resolve() / "pg-home"
 
+    def _falls_back(self) -> bool:
+        return os.geteuid() == 0 and not _reachable_by_postgres(self.settings.data_dir.resolve())
+
     def _draw_fallback_home(self) -> None:
         """Record a fresh directory under FALLBACK_ROOT for this data dir's cluster."""
-        data_dir = self.settings.data_dir.resolve()
-        if os.geteuid() != 0 or _reachable_by_postgres(data_dir) or self.home_file.exists():
+        if not self._falls_back() or self.home_file.exists():
             return
-        digest = hashlib.sha256(str(data_dir).encode()).hexdigest()[:10]
+        digest = hashlib.sha256(str(self.settings.data_dir.resolve()).encode()).hexdigest()[:10]
         self.home_file.write_text(f"{FALLBACK_ROOT / f'{digest}-{secrets.token_hex(4)}'}\n")
 
     @property
@@ -141,7 +142,7 @@ class Cluster:
 
     def status(self) -> str:
         if not self.initialised():
-            return f"not initialised (data dir {self.pgdata})"
+            return f"not initialised (data dir {self.settings.data_dir.resolve()})"
         state = "running" if self.running() else "stopped"
         return f"{state}: {self.pgdata} on 127.0.0.1:{self.port()}"
 

@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# The whole test suite, set-up included: system packages, .venv, the embedded TimescaleDB
-# cluster, then pytest against real servers. Extra arguments go to pytest.
+# The whole test suite, set-up included: system packages, .venv, then pytest against real
+# servers (the embedded TimescaleDB cluster, Mosquitto, Modbus). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/bootstrap.sh
-# A cluster this script starts is stopped again at the end (a CI clone leaves no server).
-if ! .venv/bin/wattline db status | grep -q '^running'; then
-  trap '.venv/bin/wattline db stop >/dev/null || true' EXIT
-fi
-.venv/bin/wattline db start
+# The test session starts the embedded cluster (tests/conftest.py, unless
+# WATTLINE_TEST_DATABASE_URL names a server) and stops it again if it was not running.
 
 set +e
 .venv/bin/python -m pytest "$@"

@@ -11,9 +11,9 @@ import sys
 import psycopg
 import pytest
 
-from app.embedded import FALLBACK_ROOT, Cluster, EmbeddedError, _free_port
+from app.embedded import Cluster, EmbeddedError, _free_port
 from app.settings import Settings
-from cluster_helpers import discard
+from cluster_helpers import discard, remove_home
 
 
 @pytest.fixture
@@ -102,8 +102,7 @@ def test_a_data_dir_recreated_at_the_same_path_gets_its_own_cluster(tmp_path):
             assert conn.execute("SELECT 1").fetchone()[0] == 1
     finally:
         discard(second)
-        if old_home.is_relative_to(FALLBACK_ROOT) and old_home.exists():
-            shutil.rmtree(old_home)
+        remove_home(old_home)
 
 
 def test_a_cluster_without_its_secret_is_named_not_overwritten(cluster):
