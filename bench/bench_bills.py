@@ -6,8 +6,11 @@ and drops it. Targets (issue 5): bills < 30 s, interval cost < 60 s for 1,000 ×
 
     .venv/bin/python bench/bench_bills.py [--meters 1000] [--months 12] [--no-stage]
 
-Last, unless --no-stage: the whole stage as `wattline backfill` runs it (bills, interval
-cost, rollups, entity bills) from empty billing tables.
+Bills and interval cost are priced and written as a backfill's parts do: in two shares
+of time on two connections at once (billing.time_share), the interval-cost chunks
+created first (billing.prepare). Last, unless --no-stage: the whole stage as
+`wattline backfill` runs it (bills, interval cost, rollups, entity bills) from empty
+billing tables.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 import time
 import uuid
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import psycopg
@@ -93,57 +97,86 @@ def run(url: str, meters: int, months: int, stage: bool = True) -> None:
         conn.execute("ANALYZE")
         conn.commit()
 
-        # Bills: plan, load 15-minute energy, price, write meter and entity bills.
+        # Bills: plan, load 15-minute energy, price, write meter and entity bills - as the
+        # stage's backfill parts do: the periods in two shares of time (billing.time_share),
+        # each priced on its own connection at once, its matrices read one batch ahead on a
+        # second connection (billing.Loader) while the current batch is priced; "load" is
+        # the time waited, "load", "price" and "write" summed over both shares.
         tariffs = load_tariffs(conn)
         t_bills = time.perf_counter()
-        t_load = t_price = t_write = 0.0
-        results = []
         work = billing.plan(conn, tariffs, None, start, end)
-        entity_keys = set()
-        # As the stage does: matrices read one batch ahead on a second connection
-        # (billing.Loader) while the current batch is priced; "load" is the time waited.
-        jobs = [(ids[i:i + billing.BATCH], ps, pe, segs)
-                for (ps, pe, segs), ids in sorted(work.items(), key=lambda kv: kv[0][0])
-                for i in range(0, len(ids), billing.BATCH)]
-        loader = billing.Loader(conn, [(batch, ps, pe) for batch, ps, pe, _ in jobs])
-        for ((batch, ps, pe), (energy, present)), (_, _, _, segs) in zip(loader, jobs):
-            segments = [Segment(t, tariffs[t], a, b) for t, a, b in segs]
-            b = time.perf_counter()
-            res = price_period(segments, (ps, pe), energy, present, None)
-            c = time.perf_counter()
-            bills = [dict(entity_kind="meter", entity_id=m, category_id=cat, period_start=ps, period_end=pe,
-                          currency="USD", energy=float(res.energy[j]),
-                          lines=billing._line_tuples(res.lines[j])) for j, m in enumerate(batch)]
-            billing.write_bills(conn, bills)
-            d = time.perf_counter()
-            t_price, t_write = t_price + c - b, t_write + d - c
-            results.append((batch, (ps, pe), res))
-            entity_keys |= {("cost_center", cc, cat, ps) for cc in centers}
-        t_load = loader.waited
+        conn.commit()
+        timings = [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]    # load, price, write per share
+        share_results: list[list] = [[], []]
+
+        def price_share(i: int) -> None:
+            share = billing.time_share(work, (i, 2))
+            jobs = [(ids[k:k + billing.BATCH], ps, pe, segs)
+                    for (ps, pe, segs), ids in sorted(share.items(), key=lambda kv: kv[0][0])
+                    for k in range(0, len(ids), billing.BATCH)]
+            with psycopg.connect(url) as c:
+                loader = billing.Loader(c, [(batch, ps, pe) for batch, ps, pe, _ in jobs])
+                for ((batch, ps, pe), (energy, present)), (_, _, _, segs) in zip(loader, jobs):
+                    segments = [Segment(t, tariffs[t], a, b) for t, a, b in segs]
+                    t1 = time.perf_counter()
+                    res = price_period(segments, (ps, pe), energy, present, None)
+                    t2 = time.perf_counter()
+                    billing.write_bills(c, [
+                        dict(entity_kind="meter", entity_id=m, category_id=cat, period_start=ps, period_end=pe,
+                             currency="USD", energy=float(res.energy[j]), lines=billing._line_tuples(res.lines[j]))
+                        for j, m in enumerate(batch)])
+                    timings[i][1] += t2 - t1
+                    timings[i][2] += time.perf_counter() - t2
+                    share_results[i].append((batch, (ps, pe), res))
+                timings[i][0] = loader.waited
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for f in [pool.submit(price_share, i) for i in range(2)]:
+                f.result()
+        results = share_results[0] + share_results[1]
+        entity_keys = {("cost_center", cc, cat, ps) for ps, _, _ in work for cc in centers}
         billing.write_bills(conn, billing.entity_bills(conn, entity_keys))
         t_bills = time.perf_counter() - t_bills
+        t_load, t_price, t_write = (sum(t[k] for t in timings) for k in range(3))
         n_bills, n_lines = conn.execute("SELECT (SELECT count(*) FROM billing.bill), "
                                         "(SELECT count(*) FROM billing.bill_line)").fetchone()
-        print(f"bills: {n_bills:,} bills, {n_lines:,} lines in {t_bills:.1f} s "
-              f"(load {t_load:.1f} s, price {t_price:.1f} s, write {t_write:.1f} s)")
+        print(f"bills: {n_bills:,} bills, {n_lines:,} lines in {t_bills:.1f} s, two shares of time at once "
+              f"(summed over both: load waited {t_load:.1f} s, price {t_price:.1f} s, write {t_write:.1f} s)")
 
-        # Interval cost: write billing.meter_cost and the daily cost rollup from the priced
-        # arrays (as the stage does once the cost rollups exist), then the rest of the
-        # rollups: edge days, months, entities.
-        t_cost = time.perf_counter()
-        n = t_daily = 0
-        daily = billing.DailyCost(conn)
-        for batch, period, res in results:
-            n += billing.write_meter_cost(conn, batch, period, res)
-            a = time.perf_counter()
-            daily.add(batch, period, res)
-            t_daily += time.perf_counter() - a
-        t_write_cost = time.perf_counter() - t_cost - t_daily
-        billing.refresh_cost_rollups(conn, start, end, None, daily)
-        t_cost = time.perf_counter() - t_cost
-        print(f"interval cost: {n:,} rows in {t_cost:.1f} s (write {t_write_cost:.1f} s, daily rollup from "
-              f"the arrays {t_daily:.1f} s, other rollups {t_cost - t_write_cost - t_daily:.1f} s)")
         conn.commit()
+
+        # Interval cost, written as the stage's backfill parts write it: the chunks of
+        # billing.meter_cost created first (billing.prepare, committed), then the interval
+        # cost and the whole days of the daily cost rollup from the priced arrays in two
+        # shares of time on two connections at once, then the rest of the rollups (edge
+        # days, months, entities), as billing.finish does.
+        t_cost = time.perf_counter()
+        billing.prepare(conn, start, end)
+        conn.commit()
+        shares = [{ps for ps, _, _ in billing.time_share(work, (i, 2))} for i in range(2)]
+        written = [0, 0]
+
+        def write_share(i: int) -> None:
+            with psycopg.connect(url) as c:
+                share_daily = billing.DailyCost(c)
+                for batch, period, res in results:
+                    if period[0] in shares[i]:
+                        written[i] += billing.write_meter_cost(c, batch, period, res)
+                        share_daily.add(batch, period, res)
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            for f in [pool.submit(write_share, i) for i in range(2)]:
+                f.result()
+        t_write_cost = time.perf_counter() - t_cost
+        daily = billing.DailyCost(conn)
+        for (ps, pe, _), ids in work.items():
+            daily.note(ids, (ps, pe))
+        billing.refresh_cost_rollups(conn, start, end, None, daily)
+        conn.commit()
+        t_cost = time.perf_counter() - t_cost
+        print(f"interval cost: {sum(written):,} rows in {t_cost:.1f} s (interval cost and whole days of the "
+              f"daily rollup, two shares of time at once, {t_write_cost:.1f} s; other rollups "
+              f"{t_cost - t_write_cost:.1f} s)")
 
         # Check: interval cost sums to the bills.
         diff = conn.execute(
@@ -163,7 +196,8 @@ def run(url: str, meters: int, months: int, stage: bool = True) -> None:
                      "billing.meter_watermark")
         t_stage = time.perf_counter()
         totals = runner.backfill(conn, start, end, stages=[billing])
-        print(f"stage as a backfill (bills + interval cost + rollups + entity bills, one transaction): "
+        print(f"stage as a backfill (chunks, then bills + interval cost in shares of time on "
+              f"{runner.default_workers()} connections, then rollups + entity bills): "
               f"{time.perf_counter() - t_stage:.1f} s, {totals['billing'].rows:,} rows")
 
 if __name__ == "__main__":

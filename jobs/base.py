@@ -20,6 +20,8 @@ Two optional attributes tune backfills (jobs.runner.backfill):
                                    # run the shares of a chunk on n connections at once
     def finish(conn, start, end)   # optional with PARTITIONS: the part of a chunk's work
                                    # that needs all n shares done (rollups: entities)
+    def prepare(conn, start, end)  # optional with finish: committed before the n shares
+                                   # start (billing: the chunks they write into)
     BACKFILL_CHUNK = timedelta     # smallest useful piece of a backfill (rollups: their
                                    # buckets are wider than a day)
 """

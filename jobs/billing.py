@@ -19,6 +19,7 @@ import logging
 import struct
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
@@ -35,6 +36,9 @@ NAME = "billing"
 # A range is priced by whole billing periods, so a backfill takes it in pieces of a year:
 # day-long pieces would re-price the month touching each day again.
 BACKFILL_CHUNK = dt.timedelta(days=366)
+# A backfill prices the periods in shares of time on several connections (jobs.base):
+# prepare() creates the interval-cost chunks, finish() settles what needs every share.
+PARTITIONS = True
 BATCH = 500           # meters priced together at most
 PG_EPOCH = 946_684_800  # 2000-01-01 in Unix seconds
 QUARTER_S = 900
@@ -450,17 +454,26 @@ class DailyCost:
             self._days[key] = (starts, ends, col_day, whole)
         return self._days[key]
 
-    def add(self, meter_ids: list[int], period: tuple, res: PeriodResult) -> int:
-        """Write the batch's whole days; remember its edge days. Returns rows written."""
+    def note(self, meter_ids: list[int], period: tuple):
+        """Remember the period's edge days for these meters; returns the period's grid and
+        calendar (None when inactive or empty)."""
         if not self.active or not meter_ids:
-            return 0
+            return None
         ps, pe = period
         grid = quarter_grid(ps, pe)
         if not len(grid):
-            return 0
+            return None
         starts, ends, col_day, whole = self._calendar(ps, pe, grid)
         for d in np.flatnonzero(~whole):
             self.edges[(int(starts[d]), int(ends[d]))].update(meter_ids)
+        return grid, starts, ends, col_day, whole
+
+    def add(self, meter_ids: list[int], period: tuple, res: PeriodResult) -> int:
+        """Write the batch's whole days; remember its edge days. Returns rows written."""
+        noted = self.note(meter_ids, period)
+        if noted is None:
+            return 0
+        grid, starts, ends, col_day, whole = noted
         cols = np.flatnonzero(whole[col_day])
         if not len(cols):
             return 0
@@ -544,75 +557,150 @@ def refresh_dirty_entities(conn: psycopg.Connection) -> int:
 
 
 # -------------------------------------------------------------------------- stage
-def bill_range(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
-               meter_ids: list[int] | None = None) -> int:
-    """Re-price every billing period touching [start, end) for the meters (None: all)."""
+@dataclass
+class RangeWork:
+    """What pricing a range needs, decided once per run (or once per part and finish of a
+    backfill piece: each decides the same from the same configuration)."""
+    tariffs: dict[int, Tariff]
+    work: dict[tuple, list[int]]           # plan(): (period start, end, segments) -> meters
+    grace: dt.timedelta
+    now: dt.datetime
+    meta: dict[int, tuple[int, int | None]]   # meter -> (category, cost center)
+    tenants: dict[int, list[int]]             # meter -> tenants
+
+
+def range_work(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
+               meter_ids: list[int] | None = None) -> RangeWork | None:
+    """The billing periods touching [start, end) for the meters (None: all), or None when
+    there is no tariff. Refuses a period whose tariffs bill in more than one currency."""
     tariffs = load_tariffs(conn)
     if not tariffs:
-        return 0
+        return None
     work = plan(conn, tariffs, meter_ids, start, end)
+    for (ps, pe, segs), meters in work.items():
+        currency = {tariffs[tid].wattline.currency for tid, _, _ in segs}
+        if len(currency) > 1:
+            raise ValueError(f"meters {meters[:5]}…: tariffs in {sorted(currency)} within one billing period")
     grace, now = conn.execute("SELECT grace_period, now() FROM billing.setting").fetchone()
     meta = {r[0]: (r[1], r[2]) for r in conn.execute("SELECT id, category_id, cost_center_id FROM config.meter")}
     tenants = defaultdict(list)
     for t_id, m_id in conn.execute("SELECT tenant_id, meter_id FROM config.tenant_meter"):
         tenants[m_id].append(t_id)
-    touched, entity_keys = 0, set()
-    span_lo, span_hi, all_meters = None, None, set()
+    return RangeWork(tariffs, work, grace, now, meta, tenants)
+
+
+def bill_range(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime,
+               meter_ids: list[int] | None = None) -> int:
+    """Re-price every billing period touching [start, end) for the meters (None: all), in
+    the caller's transaction: interval cost, meter bills, then what needs them all."""
+    rw = range_work(conn, start, end, meter_ids)
+    if rw is None:
+        return 0
     daily = DailyCost(conn)
+    return price_periods(conn, rw, rw.work, daily) + settle(conn, rw, daily)
+
+
+def price_periods(conn: psycopg.Connection, rw: RangeWork, work: dict[tuple, list[int]],
+                  daily: DailyCost) -> int:
+    """Price the periods of `work` (part of rw.work) in batches of meters: interval cost,
+    daily cost of the whole days, meter bills. Returns rows written."""
     periods = sorted(work.items(), key=lambda kv: (kv[0][0], kv[0][1]))
-    for (ps, pe, segs), meters in periods:
-        currency = {tariffs[tid].wattline.currency for tid, _, _ in segs}
-        if len(currency) > 1:
-            raise ValueError(f"meters {meters[:5]}…: tariffs in {sorted(currency)} within one billing period")
     jobs = [(meters[i:i + BATCH], ps, pe, segs)
             for (ps, pe, segs), meters in periods for i in range(0, len(meters), BATCH)]
     loads = iter(Loader(conn, [(batch, ps, pe) for batch, ps, pe, _ in jobs]))
+    touched = 0
     try:
-        priced = list(_price_and_write(conn, zip(loads, jobs), tariffs, now, grace, meta, tenants, daily))
+        for ((batch, ps, pe), (energy, present)), (_, _, _, segs) in zip(loads, jobs):
+            segments = [Segment(tid, rw.tariffs[tid], a, b) for tid, a, b in segs]
+            reactive = load_reactive(conn, batch, ps, pe)
+            res = price_period(segments, (ps, pe), energy, present, reactive,
+                               is_open=rw.now < pe + rw.grace)
+            touched += write_meter_cost(conn, batch, (ps, pe), res)
+            daily.add(batch, (ps, pe), res)
+            currency = segments[0].tariff.wattline.currency
+            touched += write_bills(conn, [
+                dict(entity_kind="meter", entity_id=m, category_id=rw.meta[m][0], period_start=ps,
+                     period_end=pe, currency=currency, energy=float(res.energy[j]),
+                     lines=_line_tuples(res.lines[j]))
+                for j, m in enumerate(batch)])
     finally:
         loads.close()                    # stops the worker and closes its connection, also on error
-    for batch, ps, pe, n, keys in priced:
-        touched += n
-        entity_keys |= keys
-        all_meters.update(batch)
-        span_lo = ps if span_lo is None else min(span_lo, ps)
-        span_hi = pe if span_hi is None else max(span_hi, pe)
-    touched += write_bills(conn, entity_bills(conn, entity_keys))
-    if span_lo is not None:
-        refresh_cost_rollups(conn, span_lo, span_hi, sorted(all_meters), daily)
-        conn.execute(
-            "INSERT INTO billing.meter_watermark (meter_id, data_until) "
-            "SELECT meter_id, max(ts) + interval '15 minutes' FROM energy.meter_interval "
-            "WHERE meter_id = ANY (%s) AND ts < %s GROUP BY meter_id "
-            "ON CONFLICT (meter_id) DO UPDATE SET data_until = greatest(billing.meter_watermark.data_until, "
-            "EXCLUDED.data_until)", (sorted(all_meters), span_hi))
     return touched
 
 
-def _price_and_write(conn, loaded, tariffs, now, grace, meta, tenants, daily):
-    """Price each loaded batch, write its interval cost, daily cost and meter bills; yield
-    (batch, period start, period end, rows touched, entity bill keys)."""
-    for ((batch, ps, pe), (energy, present)), (_, _, _, segs) in loaded:
-        touched, entity_keys = 0, set()
-        segments = [Segment(tid, tariffs[tid], a, b) for tid, a, b in segs]
-        bill_currency = segments[0].tariff.wattline.currency
-        reactive = load_reactive(conn, batch, ps, pe)
-        res = price_period(segments, (ps, pe), energy, present, reactive,
-                           is_open=now < pe + grace)
-        touched += write_meter_cost(conn, batch, (ps, pe), res)
-        daily.add(batch, (ps, pe), res)
-        bills = []
-        for j, m in enumerate(batch):
-            cat, cc = meta[m]
-            bills.append(dict(entity_kind="meter", entity_id=m, category_id=cat, period_start=ps,
-                              period_end=pe, currency=bill_currency,
-                              energy=float(res.energy[j]), lines=_line_tuples(res.lines[j])))
+def settle(conn: psycopg.Connection, rw: RangeWork, daily: DailyCost) -> int:
+    """What needs every meter of the range priced: the cost-center and tenant bills, the
+    cost rollups (days the priced arrays did not cover, months, entities) and the meters'
+    billing watermarks."""
+    if not rw.work:
+        return 0
+    keys, meters = set(), set()
+    for (ps, _, _), ms in rw.work.items():
+        meters.update(ms)
+        for m in ms:
+            cat, cc = rw.meta[m]
             if cc is not None:
-                entity_keys.add(("cost_center", cc, cat, ps))
-            for t_id in tenants.get(m, []):
-                entity_keys.add(("tenant", t_id, cat, ps))
-        touched += write_bills(conn, bills)
-        yield batch, ps, pe, touched, entity_keys
+                keys.add(("cost_center", cc, cat, ps))
+            keys.update(("tenant", t, cat, ps) for t in rw.tenants.get(m, []))
+    touched = write_bills(conn, entity_bills(conn, keys))
+    span_lo = min(ps for ps, _, _ in rw.work)
+    span_hi = max(pe for _, pe, _ in rw.work)
+    refresh_cost_rollups(conn, span_lo, span_hi, sorted(meters), daily)
+    conn.execute(
+        "INSERT INTO billing.meter_watermark (meter_id, data_until) "
+        "SELECT meter_id, max(ts) + interval '15 minutes' FROM energy.meter_interval "
+        "WHERE meter_id = ANY (%s) AND ts < %s GROUP BY meter_id "
+        "ON CONFLICT (meter_id) DO UPDATE SET data_until = greatest(billing.meter_watermark.data_until, "
+        "EXCLUDED.data_until)", (sorted(meters), span_hi))
+    return touched
+
+
+def time_share(work: dict[tuple, list[int]], part: tuple[int, int]) -> dict[tuple, list[int]]:
+    """The i-th of n shares of the periods, cut in time: consecutive period starts, about
+    equal meter-quarters each. Shares in time write different chunks of billing.meter_cost
+    (shares by meter would write the same ones and wait on each other)."""
+    i, n = part
+    weight: dict[dt.datetime, float] = defaultdict(float)
+    for (ps, pe, _), ms in work.items():
+        weight[ps] += len(ms) * (pe - ps).total_seconds()
+    starts = sorted(weight)
+    total, run, share_of = sum(weight.values()), 0.0, {}
+    for ps in starts:
+        share_of[ps] = min(n - 1, int(n * (run + weight[ps] / 2) / total)) if total else 0
+        run += weight[ps]
+    return {k: ms for k, ms in work.items() if share_of[k[0]] == i}
+
+
+def prepare(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime) -> int:
+    """Before the parts of a backfill piece: create the billing.meter_cost chunks their
+    periods need, committed. A transaction that creates a chunk holds the hypertable's
+    chunk-creation lock until it ends, so parts creating chunks as they go would each wait
+    for the other to finish; created here, the parts write side by side. (A row per day
+    is inserted and deleted again in this transaction: no reader ever sees one.)"""
+    rw = range_work(conn, start, end)
+    if rw is None or not rw.work:
+        return 0
+    lo = min(ps for ps, _, _ in rw.work)
+    hi = max(pe for _, pe, _ in rw.work)
+    conn.execute(
+        "INSERT INTO billing.meter_cost (meter_id, ts, tariff_id, energy_charge, allocated_charge, total) "
+        "SELECT -1, t, -1, 0, 0, 0 FROM generate_series(time_bucket('15 minutes', %s::timestamptz), "
+        "%s::timestamptz - interval '15 minutes', interval '1 day') t", (lo, hi))
+    conn.execute("DELETE FROM billing.meter_cost WHERE meter_id = -1")
+    return 0
+
+
+def finish(conn: psycopg.Connection, start: dt.datetime, end: dt.datetime) -> int:
+    """After the parts of a backfill piece: settle the whole range (the edge days of
+    every priced period are recomputed from billing.meter_cost)."""
+    rw = range_work(conn, start, end)
+    touched = 0
+    if rw is not None:
+        daily = DailyCost(conn)
+        for (ps, pe, _), ms in rw.work.items():
+            daily.note(ms, (ps, pe))
+        touched = settle(conn, rw, daily)
+    return touched + close_due_bills(conn) + refresh_dirty_entities(conn)
 
 
 def close_due_bills(conn: psycopg.Connection) -> int:
@@ -636,7 +724,15 @@ def new_data(conn: psycopg.Connection) -> list[tuple[int, dt.datetime, dt.dateti
     ).fetchall()
 
 
-def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None) -> int:
+def run(conn: psycopg.Connection, start: dt.datetime | None, end: dt.datetime | None,
+        *, part: tuple[int, int] | None = None) -> int:
+    """part=(i, n) (backfill): price the i-th time share of the range's periods; prepare()
+    runs before the parts and finish() after them."""
+    if part is not None:
+        if start is None or end is None:
+            raise ValueError("only explicit ranges can be split into parts")
+        rw = range_work(conn, start, end)
+        return 0 if rw is None else price_periods(conn, rw, time_share(rw.work, part), DailyCost(conn))
     if start is not None and end is not None:
         return bill_range(conn, start, end) + close_due_bills(conn) + refresh_dirty_entities(conn)
     ranges, seen = dirty.pending(conn, NAME, "meter")

@@ -112,7 +112,8 @@ def run_stage(
     run waits for the lock. locked_by_caller: a backfill coordinator already holds the
     stage's lock for this run and its siblings (parts of the same chunk on other
     connections). part=(i, n) asks a partitionable stage for its i-th of n disjoint
-    shares of the work; part=(n, n) runs the stage's `finish` after all n of them. Stage errors are recorded and returned, not raised; a lost
+    shares of the work; part=(n, n) runs the stage's `finish` after all n of them, and
+    part=(-1, n) its `prepare` before them. Stage errors are recorded and returned, not raised; a lost
     database connection is raised (nothing can be recorded then).
     """
     if not conn.autocommit:
@@ -137,6 +138,8 @@ def run_stage(
             if locked:
                 if part is None:
                     rows = stage.run(conn, start, end)
+                elif part[0] < 0:  # before the n parts of a chunk
+                    rows = stage.prepare(conn, start, end)
                 elif part[0] < part[1]:
                     rows = stage.run(conn, start, end, part=part)
                 else:  # (n, n): what follows the n parts of a chunk
@@ -215,7 +218,7 @@ def backfill(
     Stage-major order means every chunk of a stage sees the previous stage complete over
     the whole range (cleaning at a chunk edge looks at the next chunk's readings). Stages
     that declare PARTITIONS (clean, normalize: disjoint points or meters, each in time
-    order) run every chunk as `workers` parts on as many connections at once; this
+    order; billing: disjoint shares of time) run every chunk as `workers` parts on as many connections at once; this
     connection holds the stage's lock for them meanwhile, so a scheduled runner skips
     the stage instead of interleaving. Stages that declare BACKFILL_CHUNK (rollups,
     whose buckets are wider than a chunk) take the range in pieces of that size instead.
@@ -267,7 +270,8 @@ def _backfill_parts(
     Each part goes through the pieces in time order on its own connection, without
     waiting for the others (parts are disjoint); a piece is reported done when every part
     has done it. A stage with finish() needs all parts of a piece done before it, so
-    there the parts meet after every piece.
+    there the parts meet after every piece (and its prepare(), if any, runs and commits
+    before them).
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -295,6 +299,8 @@ def _backfill_parts(
                     f.result()
                 return
             for k, (lo, hi) in enumerate(pieces):
+                if callable(getattr(stage, "prepare", None)):
+                    _record(total, [run_stage(conn, stage, lo, hi, part=(-1, n), locked_by_caller=True)], lo, hi)
                 futures = [ex.submit(run_stage, c, stage, lo, hi, part=(i, n), locked_by_caller=True)
                            for i, c in enumerate(conns)]
                 _record(total, [f.result() for f in futures], lo, hi)

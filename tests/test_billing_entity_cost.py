@@ -254,3 +254,26 @@ def test_api_cost_views_sum_the_periods(conn, site):
     assert by_period == dict(conn.execute(
         "SELECT coalesce(period, -1), sum(total) FROM billing.meter_cost WHERE meter_id = ANY (%s) GROUP BY 1",
         (counted,)).fetchall())
+
+
+def test_a_backfill_in_shares_of_time_gives_the_rows_of_one_run(conn, site):
+    """A backfill prices the billing periods in shares of time on two connections (March
+    on one, April on the other) and settles after both: the same interval cost, bills and
+    cost rollups - the local days a period edge cuts included - as the one-transaction
+    run the fixture made."""
+    from jobs import runner
+    from test_billing_job import _billing_state
+
+    state = _billing_state(conn)
+    conn.execute("TRUNCATE billing.meter_cost, billing.cost_daily, billing.cost_monthly, "
+                 "billing.entity_cost_daily, billing.entity_cost_monthly, billing.bill_line, billing.bill, "
+                 "billing.meter_watermark")
+    conn.execute("DELETE FROM ops.job_run")
+    runner.backfill(conn, START, END, stages=[billing], workers=2)
+    runs = conn.execute("SELECT rows_touched FROM ops.job_run WHERE stage = 'billing' ORDER BY id").fetchall()
+    assert len(runs) == 4                                   # prepare, two shares, finish
+    assert runs[1][0] > 0 and runs[2][0] > 0                # each share priced a month
+    assert _billing_state(conn) == state
+    assert_entity_rollups_match(conn, membership(site))
+    assert_daily_cost_is_its_definition(conn)
+    assert one(conn, "SELECT count(*) FROM billing.meter_cost WHERE meter_id < 0") == 0

@@ -301,9 +301,11 @@ def test_a_backfill_prices_each_billing_period_once(conn):
     for i, m in enumerate(ids):
         write_energy(conn, m, JUNE[0], JULY[1], 0.25 + i)
     stages = runner.load_pipeline(["billing"])
-    first = runner.backfill(conn, JUNE[0], JULY[1], stages=stages)
+    first = runner.backfill(conn, JUNE[0], JULY[1], stages=stages, workers=2)
     assert first["billing"].rows > 0
-    assert conn.execute("SELECT count(*) FROM ops.job_run WHERE stage = 'billing'").fetchone()[0] == 1
+    # one piece: prepared, priced in two shares of time, settled
+    assert conn.execute("SELECT count(DISTINCT (range_start, range_end)), count(*) FROM ops.job_run "
+                        "WHERE stage = 'billing'").fetchone() == (1, 4)
     assert len(bills(conn)) == 3 * 2
     assert [b[0] for b in bills(conn, "cost_center")] == [cc, cc]
     assert [b[0] for b in bills(conn, "tenant")] == [tenant, tenant]
