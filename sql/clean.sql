@@ -125,11 +125,13 @@ ctx AS (
     LEFT JOIN config.point_cleaning pc ON pc.point_id = w.point_id
 ),
 verdict AS (
-    -- Two window passes per range, over one ordered index scan of its readings (a
-    -- global sort of all ranges' readings cost more than the scans). Pass 1 reads the 4
-    -- readings either side of each reading, which is all the spike and recovering-decrease
-    -- rules need (a neighbour's spike verdict is an expression over the same values);
-    -- pass 2 finds when the value last changed (stuck).
+    -- Window passes per range, over one ordered index scan of its readings (a global
+    -- sort of all ranges' readings cost more than the scans). Energy (and digital)
+    -- points: the 4 readings either side of each reading, which is all the spike and
+    -- recovering-decrease rules need (a neighbour's spike verdict is an expression over
+    -- the same values). Analog points: when the value last changed (stuck). Each kind
+    -- gets only its own windows (a one-time filter on the point's kind picks the
+    -- branch): one pass of eight lags and leads, or two of one lag and a running max.
     -- Non-finite values become NULL so they never act as neighbours.
     SELECT s.point_id, s.ts, s.quality,
            (CASE WHEN s.v IS NULL THEN 2 ELSE 0 END)
@@ -166,27 +168,40 @@ verdict AS (
             ) c
             CROSS JOIN LATERAL (
                 -- One ordered index scan per range with its windows: no sort across ranges.
-                SELECT y.*,
-                       max(CASE WHEN y.changed THEN y.ts END) OVER (ORDER BY y.ts ROWS UNBOUNDED PRECEDING) AS run_start
+                -- Energy and digital points: the 4 readings either side of each reading.
+                SELECT x.ts, x.value, x.quality, x.v,
+                       lag(x.v, 1) OVER o AS p1, lag(x.v, 2) OVER o AS p2,
+                       lag(x.v, 3) OVER o AS p3, lag(x.v, 4) OVER o AS p4,
+                       lead(x.v, 1) OVER o AS n1, lead(x.v, 2) OVER o AS n2,
+                       lead(x.v, 3) OVER o AS n3, lead(x.v, 4) OVER o AS n4,
+                       NULL::timestamptz AS run_start
                 FROM (
-                    SELECT x.ts, x.value, x.quality, x.v,
-                           lag(x.v, 1) OVER o AS p1, lag(x.v, 2) OVER o AS p2,
-                           lag(x.v, 3) OVER o AS p3, lag(x.v, 4) OVER o AS p4,
-                           lead(x.v, 1) OVER o AS n1, lead(x.v, 2) OVER o AS n2,
-                           lead(x.v, 3) OVER o AS n3, lead(x.v, 4) OVER o AS n4,
-                           x.v IS DISTINCT FROM lag(x.v) OVER o AS changed
+                    SELECT x.ts, x.value, x.quality,
+                           CASE WHEN x.value < 'Infinity' AND x.value > '-Infinity' THEN x.value END AS v
+                    FROM raw.point_value x
+                    WHERE c.object_type <> 'analog'
+                      AND x.point_id = c.point_id AND x.ts >= c.ctx_lo AND x.ts <= c.ctx_hi
+                    ORDER BY x.ts
+                ) x
+                WINDOW o AS (ORDER BY x.ts)
+                UNION ALL
+                -- Analog points: when the value last changed.
+                SELECT y.ts, y.value, y.quality, y.v, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                       max(CASE WHEN y.changed THEN y.ts END) OVER (ORDER BY y.ts ROWS UNBOUNDED PRECEDING)
+                FROM (
+                    SELECT x.ts, x.value, x.quality, x.v, x.v IS DISTINCT FROM lag(x.v) OVER (ORDER BY x.ts) AS changed
                     FROM (
                         SELECT x.ts, x.value, x.quality,
                                CASE WHEN x.value < 'Infinity' AND x.value > '-Infinity' THEN x.value END AS v
                         FROM raw.point_value x
-                        WHERE x.point_id = c.point_id
-                          AND x.ts >= CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
+                        WHERE c.object_type = 'analog'
+                          AND x.point_id = c.point_id
+                          AND x.ts >= CASE WHEN c.stuck_after IS NOT NULL
                                            THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
                                            ELSE c.ctx_lo END
                           AND x.ts <= c.ctx_hi
                         ORDER BY x.ts
                     ) x
-                    WINDOW o AS (ORDER BY x.ts)
                 ) y
             ) r
             -- A register rising steadily through the 4 readings either side, unflagged so
