@@ -23,14 +23,24 @@ PARTITIONS = True   # explicit ranges split by point (jobs.base)
 # pieces spread that over more readings (a third less server time than day-long ones).
 BACKFILL_CHUNK = dt.timedelta(days=7)
 
+# Readings after each point's cleaned_until. A point cleaned up to within two days of the
+# newest watermark looks only at chunks from there on (%(recent)s is fixed for the
+# statement, so TimescaleDB drops older chunks once instead of testing every chunk per
+# point: sql/normalize.sql, energy.normalize_ranges); one further behind searches its
+# whole history.
+_RECENT = "SELECT max(cleaned_until) - interval '2 days' FROM ops.point_watermark"   # NULL: none yet
 _NEW_READINGS = """
 SELECT p.id, n.first_ts, 'infinity'::timestamptz
 FROM config.point p
 LEFT JOIN ops.point_watermark w ON w.point_id = p.id
 CROSS JOIN LATERAL (
-    SELECT r.ts AS first_ts FROM raw.point_value r
-    WHERE r.point_id = p.id AND r.ts > coalesce(w.cleaned_until, '-infinity')
-    ORDER BY r.ts LIMIT 1
+    SELECT CASE WHEN w.cleaned_until >= %(recent)s::timestamptz
+                THEN (SELECT r.ts FROM raw.point_value r
+                      WHERE r.point_id = p.id AND r.ts > w.cleaned_until AND r.ts >= %(recent)s::timestamptz
+                      ORDER BY r.ts LIMIT 1)
+                ELSE (SELECT r.ts FROM raw.point_value r
+                      WHERE r.point_id = p.id AND r.ts > coalesce(w.cleaned_until, '-infinity')
+                      ORDER BY r.ts LIMIT 1) END AS first_ts
 ) n
 WHERE n.first_ts IS NOT NULL
 """
@@ -54,12 +64,14 @@ def run(
         points = conn.execute("SELECT id FROM config.point WHERE id %% %s = %s ORDER BY id", (n, i))
         return clean_ranges(conn, [(pid, start, end) for (pid,) in points])
     entries, seen = pending(conn, NAME, "point", reason_not_like="clean:%")
+    (recent,) = conn.execute(_RECENT).fetchone()
     (touched,) = conn.execute(
         "SELECT raw.clean_ranges(array_agg(point_id), array_agg(s), array_agg(e)) FROM ("
         + _NEW_READINGS
-        + " UNION ALL SELECT * FROM unnest(%s::int[], %s::timestamptz[], %s::timestamptz[])"
+        + " UNION ALL SELECT * FROM unnest(%(p)s::int[], %(ps)s::timestamptz[], %(pe)s::timestamptz[])"
         ") w(point_id, s, e)",
-        ([r.point_id for r in entries], [r.start for r in entries], [r.end for r in entries]),
+        {"recent": recent, "p": [r.point_id for r in entries], "ps": [r.start for r in entries],
+         "pe": [r.end for r in entries]},
     ).fetchone()
     advance(conn, NAME, seen)
     return int(touched or 0)

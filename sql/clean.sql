@@ -89,42 +89,118 @@ $$;
 -- Returns the number of readings whose flags changed.
 CREATE FUNCTION raw.clean_ranges(p_point integer[], p_start timestamptz[], p_end timestamptz[])
 RETURNS bigint
-LANGUAGE sql AS $$
-WITH req AS (
-    SELECT m.id AS point_id, m.range_start, m.range_end
+LANGUAGE plpgsql
+-- generic plans: bounds stay parameters (see above), planned once per session, not per call
+SET plan_cache_mode = force_generic_plan AS $fn$
+-- Three statements, for the reason given at energy.normalize_ranges (sql/normalize.sql):
+-- look-ups bounded by a variable of the function skip the chunks outside the work once
+-- per statement; bounded by another row's value they test every chunk on every probe.
+DECLARE
+    q_point integer[]; q_start timestamptz[]; q_end timestamptz[];
+    c_point integer[]; c_start timestamptz[]; c_end timestamptz[]; c_type text[];
+    c_check boolean[]; c_stuck interval[]; c_lo timestamptz[]; c_hi timestamptz[];
+    v_near_lo timestamptz; v_near_hi timestamptz;     -- where context readings are looked for first
+    v_read_lo timestamptz; v_read_hi timestamptz;     -- every reading the rules read
+    v_changed bigint;
+BEGIN
+    SELECT array_agg(m.id ORDER BY m.id, m.range_start), array_agg(m.range_start ORDER BY m.id, m.range_start),
+           array_agg(m.range_end ORDER BY m.id, m.range_start),
+           min(m.range_start) - interval '2 days',
+           coalesce(max(m.range_end) FILTER (WHERE isfinite(m.range_end)), max(m.range_start)) + interval '2 days'
+    INTO q_point, q_start, q_end, v_near_lo, v_near_hi
     FROM ops.merge_ranges(p_point, p_start, p_end) m
-    JOIN config.point p ON p.id = m.id
-),
--- Widen by 4 readings each way, then merge again.
-widened AS (
-    SELECT w.id AS point_id, w.range_start, w.range_end
-    FROM ops.merge_ranges(
-        ARRAY(SELECT point_id FROM req ORDER BY point_id, range_start),
-        ARRAY(SELECT coalesce((SELECT r.ts FROM raw.point_value r
-                               WHERE r.point_id = q.point_id AND r.ts < q.range_start
-                               ORDER BY r.ts DESC OFFSET 3 LIMIT 1), '-infinity')
-              FROM req q ORDER BY q.point_id, q.range_start),
-        ARRAY(SELECT coalesce((SELECT r.ts + interval '1 microsecond' FROM raw.point_value r
-                               WHERE r.point_id = q.point_id AND r.ts >= q.range_end
-                               ORDER BY r.ts OFFSET 3 LIMIT 1), 'infinity')
-              FROM req q ORDER BY q.point_id, q.range_start)
-    ) w
-),
-ctx AS (
-    SELECT w.point_id, w.range_start, w.range_end, p.object_type,
-           coalesce(pc.check_registers, true) AS check_registers,
-           CASE WHEN pc.point_id IS NULL THEN interval '6 hours' ELSE pc.stuck_after END AS stuck_after,
-           coalesce((SELECT r.ts FROM raw.point_value r
-                     WHERE r.point_id = w.point_id AND r.ts < w.range_start
-                     ORDER BY r.ts DESC OFFSET 3 LIMIT 1), '-infinity') AS ctx_lo,
-           coalesce((SELECT r.ts FROM raw.point_value r
-                     WHERE r.point_id = w.point_id AND r.ts >= w.range_end
-                     ORDER BY r.ts OFFSET 3 LIMIT 1), 'infinity') AS ctx_hi
-    FROM widened w
+    JOIN config.point p ON p.id = m.id;
+    IF q_point IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    -- Widen by 4 readings each way, merge again, and find the 4 readings of context
+    -- beyond that: nearly always among the readings within two days of the work (both
+    -- bounds fixed, so only those chunks are probed); if fewer than 4 are there, the 4
+    -- nearest beyond the two days join them (no per-row time bound: chunks are probed
+    -- nearest first); a bound outside the two days searches the whole history.
+    WITH widened AS (
+        SELECT w.id AS point_id, w.range_start, w.range_end
+        FROM ops.merge_ranges(
+            q_point,
+            ARRAY(SELECT CASE WHEN q.range_start >= v_near_lo AND q.range_start < v_near_hi THEN coalesce(
+                   (SELECT min(z.ts) FROM (SELECT r.ts FROM raw.point_value r
+                                         WHERE r.point_id = q.point_id AND r.ts < q.range_start
+                                           AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts DESC LIMIT 4) z HAVING count(*) = 4), (
+                      SELECT z.ts FROM ((SELECT r.ts FROM raw.point_value r
+                                         WHERE r.point_id = q.point_id AND r.ts < q.range_start
+                                           AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts DESC LIMIT 4)
+                                        UNION ALL
+                                        (SELECT r.ts FROM raw.point_value r
+                                         WHERE r.point_id = q.point_id AND r.ts < v_near_lo ORDER BY r.ts DESC LIMIT 4)) z
+                      ORDER BY z.ts DESC OFFSET 3 LIMIT 1), '-infinity')
+                  ELSE coalesce((SELECT r.ts FROM raw.point_value r WHERE r.point_id = q.point_id AND r.ts < q.range_start
+                                 ORDER BY r.ts DESC OFFSET 3 LIMIT 1), '-infinity') END
+                  FROM unnest(q_point, q_start) WITH ORDINALITY AS q(point_id, range_start, ord) ORDER BY q.ord),
+            ARRAY(SELECT CASE WHEN q.range_end = 'infinity' THEN 'infinity'::timestamptz
+                       WHEN q.range_end >= v_near_lo AND q.range_end < v_near_hi THEN coalesce(
+                   (SELECT max(z.ts) + interval '1 microsecond' FROM (SELECT r.ts FROM raw.point_value r
+                                         WHERE r.point_id = q.point_id AND r.ts >= q.range_end
+                                           AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts LIMIT 4) z HAVING count(*) = 4), (
+                      SELECT z.ts + interval '1 microsecond' FROM ((SELECT r.ts FROM raw.point_value r
+                                         WHERE r.point_id = q.point_id AND r.ts >= q.range_end
+                                           AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts LIMIT 4)
+                                        UNION ALL
+                                        (SELECT r.ts FROM raw.point_value r
+                                         WHERE r.point_id = q.point_id AND r.ts >= v_near_hi ORDER BY r.ts LIMIT 4)) z
+                      ORDER BY z.ts OFFSET 3 LIMIT 1), 'infinity')
+                  ELSE coalesce((SELECT r.ts + interval '1 microsecond' FROM raw.point_value r WHERE r.point_id = q.point_id AND r.ts >= q.range_end
+                                 ORDER BY r.ts OFFSET 3 LIMIT 1), 'infinity') END
+                  FROM unnest(q_point, q_end) WITH ORDINALITY AS q(point_id, range_end, ord) ORDER BY q.ord)
+        ) w
+    )
+    SELECT array_agg(w.point_id), array_agg(w.range_start), array_agg(w.range_end), array_agg(p.object_type),
+           array_agg(coalesce(pc.check_registers, true)),
+           array_agg(CASE WHEN pc.point_id IS NULL THEN interval '6 hours' ELSE pc.stuck_after END),
+           array_agg(CASE WHEN w.range_start >= v_near_lo AND w.range_start < v_near_hi THEN coalesce(
+                   (SELECT min(z.ts) FROM (SELECT r.ts FROM raw.point_value r
+                                  WHERE r.point_id = w.point_id AND r.ts < w.range_start
+                                    AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts DESC LIMIT 4) z HAVING count(*) = 4), (
+               SELECT z.ts FROM ((SELECT r.ts FROM raw.point_value r
+                                  WHERE r.point_id = w.point_id AND r.ts < w.range_start
+                                    AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts DESC LIMIT 4)
+                                 UNION ALL
+                                 (SELECT r.ts FROM raw.point_value r
+                                  WHERE r.point_id = w.point_id AND r.ts < v_near_lo ORDER BY r.ts DESC LIMIT 4)) z
+               ORDER BY z.ts DESC OFFSET 3 LIMIT 1), (SELECT r.ts FROM raw.point_value r WHERE r.point_id = w.point_id ORDER BY r.ts LIMIT 1))
+           ELSE coalesce((SELECT r.ts FROM raw.point_value r WHERE r.point_id = w.point_id AND r.ts < w.range_start
+                          ORDER BY r.ts DESC OFFSET 3 LIMIT 1), (SELECT r.ts FROM raw.point_value r WHERE r.point_id = w.point_id ORDER BY r.ts LIMIT 1)) END),
+           array_agg(CASE WHEN w.range_end = 'infinity' THEN 'infinity'::timestamptz
+                WHEN w.range_end >= v_near_lo AND w.range_end < v_near_hi THEN coalesce(
+                   (SELECT max(z.ts) FROM (SELECT r.ts FROM raw.point_value r
+                                  WHERE r.point_id = w.point_id AND r.ts >= w.range_end
+                                    AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts LIMIT 4) z HAVING count(*) = 4), (
+               SELECT z.ts FROM ((SELECT r.ts FROM raw.point_value r
+                                  WHERE r.point_id = w.point_id AND r.ts >= w.range_end
+                                    AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts LIMIT 4)
+                                 UNION ALL
+                                 (SELECT r.ts FROM raw.point_value r
+                                  WHERE r.point_id = w.point_id AND r.ts >= v_near_hi ORDER BY r.ts LIMIT 4)) z
+               ORDER BY z.ts OFFSET 3 LIMIT 1), 'infinity')
+           ELSE coalesce((SELECT r.ts FROM raw.point_value r WHERE r.point_id = w.point_id AND r.ts >= w.range_end
+                          ORDER BY r.ts OFFSET 3 LIMIT 1), 'infinity') END)
+    INTO c_point, c_start, c_end, c_type, c_check, c_stuck, c_lo, c_hi   -- ctx_lo: fewer than 4 readings
+    FROM widened w                                                     -- before: from the first
     JOIN config.point p ON p.id = w.point_id
-    LEFT JOIN config.point_cleaning pc ON pc.point_id = w.point_id
-),
-verdict AS (
+    LEFT JOIN config.point_cleaning pc ON pc.point_id = w.point_id;
+
+    SELECT min(CASE WHEN c.object_type = 'analog' AND c.stuck_after IS NOT NULL
+                    THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
+                    ELSE c.ctx_lo END),
+           max(c.ctx_hi)
+    INTO v_read_lo, v_read_hi
+    FROM unnest(c_start, c_type, c_stuck, c_lo, c_hi) AS c(range_start, object_type, stuck_after, ctx_lo, ctx_hi);
+
+    WITH ctx AS MATERIALIZED (
+        SELECT * FROM unnest(c_point, c_start, c_end, c_type, c_check, c_stuck, c_lo, c_hi)
+            AS c(point_id, range_start, range_end, object_type, check_registers, stuck_after, ctx_lo, ctx_hi)
+    ),
+    verdict AS (
     -- Window passes per range, over one ordered index scan of its readings (a global
     -- sort of all ranges' readings cost more than the scans). Energy (and digital)
     -- points: the 4 readings either side of each reading, which is all the spike and
@@ -181,6 +257,7 @@ verdict AS (
                     FROM raw.point_value x
                     WHERE c.object_type <> 'analog'
                       AND x.point_id = c.point_id AND x.ts >= c.ctx_lo AND x.ts <= c.ctx_hi
+                      AND x.ts >= v_read_lo AND x.ts <= v_read_hi          -- the call's window
                     ORDER BY x.ts
                 ) x
                 WINDOW o AS (ORDER BY x.ts)
@@ -200,6 +277,7 @@ verdict AS (
                                            THEN least(c.ctx_lo, c.range_start - c.stuck_after - interval '1 day')
                                            ELSE c.ctx_lo END
                           AND x.ts <= c.ctx_hi
+                          AND x.ts >= v_read_lo AND x.ts <= v_read_hi      -- the call's window
                         ORDER BY x.ts
                     ) x
                 ) y
@@ -220,6 +298,7 @@ updated AS (
     SET quality = (r.quality & ~30) | v.bits
     FROM verdict v
     WHERE r.point_id = v.point_id AND r.ts = v.ts AND (r.quality & 30) <> v.bits
+      AND r.ts >= v_read_lo AND r.ts <= v_read_hi
     RETURNING r.point_id, r.ts
 ),
 wanted AS (
@@ -254,24 +333,33 @@ marks AS (
     SELECT DISTINCT ON (c.point_id) c.point_id, '-infinity'::timestamptz, c.last_ts
     FROM (
         SELECT c.point_id, c.range_start,
-               (SELECT r.ts FROM raw.point_value r
-                WHERE r.point_id = c.point_id AND r.ts < c.range_end ORDER BY r.ts DESC LIMIT 1) AS last_ts
+               coalesce((SELECT r.ts FROM raw.point_value r
+                         WHERE r.point_id = c.point_id AND r.ts < c.range_end AND r.ts >= v_read_lo
+                           AND r.ts <= v_read_hi
+                         ORDER BY r.ts DESC LIMIT 1),
+                        (SELECT r.ts FROM raw.point_value r
+                         WHERE r.point_id = c.point_id AND r.ts < v_read_lo ORDER BY r.ts DESC LIMIT 1)) AS last_ts
         FROM ctx c
     ) c
     LEFT JOIN ops.point_watermark old ON old.point_id = c.point_id
     WHERE c.last_ts IS NOT NULL
-      AND NOT EXISTS (SELECT 1 FROM raw.point_value r
-                      WHERE r.point_id = c.point_id
-                        AND r.ts > coalesce(old.cleaned_until, '-infinity') AND r.ts < c.range_start)
+      AND CASE WHEN old.cleaned_until >= v_read_lo
+               THEN NOT EXISTS (SELECT 1 FROM raw.point_value r
+                                WHERE r.point_id = c.point_id AND r.ts > old.cleaned_until
+                                  AND r.ts < c.range_start AND r.ts >= v_read_lo AND r.ts <= v_read_hi)
+               ELSE NOT EXISTS (SELECT 1 FROM raw.point_value r
+                                WHERE r.point_id = c.point_id
+                                  AND r.ts > coalesce(old.cleaned_until, '-infinity') AND r.ts < c.range_start) END
     ORDER BY c.point_id, c.last_ts DESC
     ON CONFLICT (point_id) DO UPDATE
         SET cleaned_until = greatest(pw.cleaned_until, EXCLUDED.cleaned_until)
         WHERE pw.cleaned_until IS DISTINCT FROM greatest(pw.cleaned_until, EXCLUDED.cleaned_until)
     RETURNING 1
 )
--- (Data-modifying CTEs run to completion whether or not they are read.)
-SELECT count(*) FROM updated
-$$;
+    SELECT count(*) INTO v_changed FROM updated;
+    RETURN v_changed;
+END
+$fn$;
 
 -- migrate:down
 DROP FUNCTION IF EXISTS raw.clean_ranges(integer[], timestamptz[], timestamptz[]);

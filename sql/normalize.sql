@@ -47,96 +47,191 @@ $$;
 
 -- Meter work for changed point readings: each (point, start, end) widens to the good
 -- readings either side (the pairs that used them), then maps to the physical meters whose
--- links use the point at that time.
+-- links use the point at that time. The neighbours are looked for within two days of the
+-- work first (a bound fixed for the statement: see energy.normalize_ranges), then in the
+-- whole history.
 CREATE FUNCTION energy.point_work(p_point integer[], p_start timestamptz[], p_end timestamptz[])
 RETURNS TABLE (meter_id integer, range_start timestamptz, range_end timestamptz)
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_near_lo timestamptz := (SELECT min(s) FROM unnest(p_start) s) - interval '2 days';
+    v_near_hi timestamptz := (SELECT max(e) FROM unnest(p_end) e) + interval '2 days';
+BEGIN
+    RETURN QUERY
     SELECT mp.meter_id, greatest(x.lo, mp.valid_from), least(x.hi, mp.valid_to)
     FROM (
         SELECT u.point_id,
                coalesce((SELECT r.ts FROM raw.point_value r
-                         WHERE r.point_id = u.point_id AND r.ts < u.s AND r.quality & 14 = 0
+                         WHERE r.point_id = u.point_id AND r.ts < u.s AND r.ts >= v_near_lo AND r.ts < v_near_hi
+                           AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
+                         ORDER BY r.ts DESC LIMIT 1),
+                        (SELECT r.ts FROM raw.point_value r
+                         WHERE r.point_id = u.point_id AND r.ts < v_near_lo AND r.quality & 14 = 0
                            AND r.value < 'Infinity' AND r.value > '-Infinity' ORDER BY r.ts DESC LIMIT 1),
                         u.s) AS lo,
                coalesce((SELECT r.ts + interval '1 microsecond' FROM raw.point_value r
-                         WHERE r.point_id = u.point_id AND r.ts >= u.e AND r.quality & 14 = 0
+                         WHERE r.point_id = u.point_id AND r.ts >= u.e AND r.ts >= v_near_lo AND r.ts < v_near_hi
+                           AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
+                         ORDER BY r.ts LIMIT 1),
+                        (SELECT r.ts + interval '1 microsecond' FROM raw.point_value r
+                         WHERE r.point_id = u.point_id AND r.ts >= v_near_hi AND r.quality & 14 = 0
                            AND r.value < 'Infinity' AND r.value > '-Infinity' ORDER BY r.ts LIMIT 1),
                         u.e) AS hi
         FROM unnest(p_point, p_start, p_end) AS u(point_id, s, e)
     ) x
     JOIN config.meter_point mp ON mp.point_id = x.point_id
     JOIN config.meter m ON m.id = mp.meter_id AND m.kind = 'physical'
-    WHERE greatest(x.lo, mp.valid_from) < least(x.hi, mp.valid_to)
-$$;
+    WHERE greatest(x.lo, mp.valid_from) < least(x.hi, mp.valid_to);
+END
+$fn$;
 
 -- Points feeding physical meters that have readings after their normalization watermark:
--- (point, first new reading, last new reading + 1 microsecond).
+-- (point, first new reading, last new reading + 1 microsecond). Points whose watermark is
+-- within two days of the newest look only at chunks from there on (a bound fixed for the
+-- statement, see normalize_ranges below); a point left further behind searches its whole
+-- history.
 CREATE FUNCTION energy.new_reading_work()
 RETURNS TABLE (point_id integer, range_start timestamptz, range_end timestamptz)
-LANGUAGE sql STABLE AS $$
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan AS $fn$
+#variable_conflict use_column
+DECLARE
+    v_recent timestamptz := coalesce((SELECT max(normalized_until) FROM ops.point_watermark), 'infinity')
+                            - interval '2 days';
+BEGIN
+    RETURN QUERY
     SELECT p.point_id, n.first_ts, n.last_ts + interval '1 microsecond'
     FROM (SELECT DISTINCT mp.point_id
           FROM config.meter_point mp JOIN config.meter m ON m.id = mp.meter_id AND m.kind = 'physical') p
     LEFT JOIN ops.point_watermark w ON w.point_id = p.point_id
     CROSS JOIN LATERAL (
-        SELECT (SELECT r.ts FROM raw.point_value r
-                WHERE r.point_id = p.point_id AND r.ts > coalesce(w.normalized_until, '-infinity')
-                ORDER BY r.ts LIMIT 1) AS first_ts,
-               (SELECT r.ts FROM raw.point_value r WHERE r.point_id = p.point_id ORDER BY r.ts DESC LIMIT 1) AS last_ts
+        SELECT CASE WHEN w.normalized_until >= v_recent
+                    THEN (SELECT r.ts FROM raw.point_value r
+                          WHERE r.point_id = p.point_id AND r.ts > w.normalized_until AND r.ts >= v_recent
+                          ORDER BY r.ts LIMIT 1)
+                    ELSE (SELECT r.ts FROM raw.point_value r
+                          WHERE r.point_id = p.point_id AND r.ts > coalesce(w.normalized_until, '-infinity')
+                          ORDER BY r.ts LIMIT 1) END AS first_ts,
+               coalesce((SELECT r.ts FROM raw.point_value r
+                         WHERE r.point_id = p.point_id AND r.ts >= v_recent ORDER BY r.ts DESC LIMIT 1),
+                        (SELECT r.ts FROM raw.point_value r
+                         WHERE r.point_id = p.point_id ORDER BY r.ts DESC LIMIT 1)) AS last_ts
     ) n
-    WHERE n.first_ts IS NOT NULL
-$$;
+    WHERE n.first_ts IS NOT NULL;
+END
+$fn$;
 
 -- Recompute the intervals of physical meters over (meter, start, end) ranges. Open-ended
 -- ranges are bounded by the meter's data; ranges widen to whole quarters and are merged.
 -- Inserts new and upserts changed intervals, deletes intervals that no longer exist, logs each meter's
 -- rewritten span in ops.dirty_range for the stages downstream, and advances the points'
 -- normalized_until. Returns the number of interval rows written or deleted.
+--
+-- Why three statements: a look-up whose time bound comes from another row (a link's
+-- start) makes TimescaleDB test every chunk of raw.point_value on every probe, so its cost
+-- grows with the history (about 1 ms per probe at a year of daily chunks, 80 times the
+-- cost at 30). A bound that is a variable of this function is known when a statement
+-- starts: chunks outside it are dropped once per statement. So the work and its links
+-- are decided first, then the readings either side of each link piece are looked up in a
+-- window around the work (falling back to the whole history when the window holds none),
+-- and the main statement reads only inside the window those readings span.
 CREATE FUNCTION energy.normalize_ranges(p_meter integer[], p_start timestamptz[], p_end timestamptz[])
 RETURNS bigint
-LANGUAGE sql AS $$
-WITH bounded AS (
-    SELECT u.meter_id,
-           CASE WHEN isfinite(u.s) THEN u.s ELSE greatest(u.s, lower(energy.meter_data_span(u.meter_id))) END AS s,
-           CASE WHEN isfinite(u.e) THEN u.e ELSE least(u.e, upper(energy.meter_data_span(u.meter_id))) END AS e
-    FROM unnest(p_meter, p_start, p_end) AS u(meter_id, s, e)
-    JOIN config.meter m ON m.id = u.meter_id AND m.kind = 'physical'
-),
-aligned AS (
-    SELECT meter_id, time_bucket('15 minutes', s) AS s,
-           time_bucket('15 minutes', e - interval '1 microsecond') + interval '15 minutes' AS e
-    FROM bounded WHERE s < e
-),
-work AS MATERIALIZED (
-    SELECT id AS meter_id, range_start AS rs, range_end AS re
+LANGUAGE plpgsql
+-- generic plans: bounds stay parameters (see above), planned once per session, not per call
+SET plan_cache_mode = force_generic_plan AS $fn$
+DECLARE
+    w_meter integer[]; w_rs timestamptz[]; w_re timestamptz[];
+    l_meter integer[]; l_point integer[]; l_lo timestamptz[]; l_hi timestamptz[];
+    l_mult double precision[]; l_rmax double precision[]; l_gap interval[];
+    l_rlo timestamptz[]; l_rhi timestamptz[];
+    v_work_lo timestamptz; v_work_hi timestamptz;     -- the work's intervals
+    v_near_lo timestamptz; v_near_hi timestamptz;     -- where the edge readings are looked for first
+    v_read_lo timestamptz; v_read_hi timestamptz;     -- every reading the main statement reads
+    v_changed bigint;
+BEGIN
+    WITH bounded AS (
+        SELECT u.meter_id,
+               CASE WHEN isfinite(u.s) THEN u.s ELSE greatest(u.s, lower(energy.meter_data_span(u.meter_id))) END AS s,
+               CASE WHEN isfinite(u.e) THEN u.e ELSE least(u.e, upper(energy.meter_data_span(u.meter_id))) END AS e
+        FROM unnest(p_meter, p_start, p_end) AS u(meter_id, s, e)
+        JOIN config.meter m ON m.id = u.meter_id AND m.kind = 'physical'
+    ),
+    aligned AS (
+        SELECT meter_id, time_bucket('15 minutes', s) AS s,
+               time_bucket('15 minutes', e - interval '1 microsecond') + interval '15 minutes' AS e
+        FROM bounded WHERE s < e
+    )
+    SELECT array_agg(id ORDER BY id, range_start), array_agg(range_start ORDER BY id, range_start),
+           array_agg(range_end ORDER BY id, range_start), min(range_start), max(range_end)
+    INTO w_meter, w_rs, w_re, v_work_lo, v_work_hi
     FROM ops.merge_ranges(ARRAY(SELECT meter_id FROM aligned ORDER BY meter_id, s, e),
                           ARRAY(SELECT s FROM aligned ORDER BY meter_id, s, e),
-                          ARRAY(SELECT e FROM aligned ORDER BY meter_id, s, e))
-),
-links AS MATERIALIZED (
-    SELECT w.meter_id, mp.point_id,
-           greatest(w.rs, mp.valid_from) AS lo, least(w.re, mp.valid_to) AS hi,
-           mp.multiplier,
-           m.register_max::double precision AS rmax,
-           coalesce(pc.max_gap, interval '1 hour') AS max_gap
-    FROM work w
+                          ARRAY(SELECT e FROM aligned ORDER BY meter_id, s, e));
+    IF w_meter IS NULL THEN
+        RETURN 0;
+    END IF;
+
+    SELECT array_agg(w.meter_id ORDER BY w.meter_id, mp.valid_from), array_agg(mp.point_id ORDER BY w.meter_id, mp.valid_from),
+           array_agg(greatest(w.rs, mp.valid_from) ORDER BY w.meter_id, mp.valid_from),
+           array_agg(least(w.re, mp.valid_to) ORDER BY w.meter_id, mp.valid_from),
+           array_agg(mp.multiplier ORDER BY w.meter_id, mp.valid_from),
+           array_agg(m.register_max::double precision ORDER BY w.meter_id, mp.valid_from),
+           array_agg(coalesce(pc.max_gap, interval '1 hour') ORDER BY w.meter_id, mp.valid_from)
+    INTO l_meter, l_point, l_lo, l_hi, l_mult, l_rmax, l_gap
+    FROM unnest(w_meter, w_rs, w_re) AS w(meter_id, rs, re)
     JOIN config.meter m ON m.id = w.meter_id
     JOIN config.meter_point mp ON mp.meter_id = w.meter_id AND mp.valid_from < w.re AND mp.valid_to > w.rs
-    LEFT JOIN config.point_cleaning pc ON pc.point_id = mp.point_id
-),
-bounds AS MATERIALIZED (
+    LEFT JOIN config.point_cleaning pc ON pc.point_id = mp.point_id;
+
     -- Each link piece reads its readings plus the good reading either side (the pairs
-    -- that cross its edges).
-    SELECT l.*,
-           coalesce((SELECT b.ts FROM raw.point_value b
-                     WHERE b.point_id = l.point_id AND b.ts < l.lo AND b.quality & 14 = 0
-                       AND b.value < 'Infinity' AND b.value > '-Infinity' ORDER BY b.ts DESC LIMIT 1), l.lo) AS r_lo,
-           coalesce((SELECT b.ts FROM raw.point_value b
-                     WHERE b.point_id = l.point_id AND b.ts >= l.hi AND b.quality & 14 = 0
-                       AND b.value < 'Infinity' AND b.value > '-Infinity' ORDER BY b.ts LIMIT 1), l.hi) AS r_hi
-    FROM links l
-),
-pairs AS (
+    -- that cross its edges): looked for within two days of the work (both bounds fixed,
+    -- so only those chunks are probed), else beyond (no per-row time bound: the nearest
+    -- chunk answers). Links lie inside the work, so the two searches are complementary.
+    v_near_lo := v_work_lo - interval '2 days';
+    v_near_hi := v_work_hi + interval '2 days';
+    SELECT array_agg(b.r_lo ORDER BY u.ord), array_agg(b.r_hi ORDER BY u.ord), min(b.r_lo), max(b.r_hi)
+    INTO l_rlo, l_rhi, v_read_lo, v_read_hi
+    FROM unnest(l_point, l_lo, l_hi) WITH ORDINALITY AS u(point_id, lo, hi, ord)
+    CROSS JOIN LATERAL (
+        SELECT coalesce(
+                   (SELECT b.ts FROM raw.point_value b
+                    WHERE b.point_id = u.point_id AND b.ts < u.lo AND b.ts >= v_near_lo AND b.ts < v_near_hi
+                      AND b.quality & 14 = 0 AND b.value < 'Infinity' AND b.value > '-Infinity'
+                    ORDER BY b.ts DESC LIMIT 1),
+                   (SELECT b.ts FROM raw.point_value b
+                    WHERE b.point_id = u.point_id AND b.ts < v_near_lo AND b.quality & 14 = 0
+                      AND b.value < 'Infinity' AND b.value > '-Infinity' ORDER BY b.ts DESC LIMIT 1),
+                   u.lo) AS r_lo,
+               coalesce(
+                   (SELECT b.ts FROM raw.point_value b
+                    WHERE b.point_id = u.point_id AND b.ts >= u.hi AND b.ts >= v_near_lo AND b.ts < v_near_hi
+                      AND b.quality & 14 = 0 AND b.value < 'Infinity' AND b.value > '-Infinity'
+                    ORDER BY b.ts LIMIT 1),
+                   (SELECT b.ts FROM raw.point_value b
+                    WHERE b.point_id = u.point_id AND b.ts >= v_near_hi AND b.quality & 14 = 0
+                      AND b.value < 'Infinity' AND b.value > '-Infinity' ORDER BY b.ts LIMIT 1),
+                   u.hi) AS r_hi
+    ) b;
+    IF l_meter IS NULL THEN      -- no link in the ranges: nothing measured, nothing to keep
+        v_read_lo := v_work_lo;
+        v_read_hi := v_work_lo;
+    END IF;
+
+    WITH work AS MATERIALIZED (
+        SELECT * FROM unnest(w_meter, w_rs, w_re) AS w(meter_id, rs, re)
+    ),
+    links AS MATERIALIZED (
+        SELECT * FROM unnest(l_meter, l_point, l_lo, l_hi, l_mult, l_rmax, l_gap)
+            AS l(meter_id, point_id, lo, hi, multiplier, rmax, max_gap)
+    ),
+    bounds AS MATERIALIZED (
+        SELECT * FROM unnest(l_meter, l_point, l_lo, l_hi, l_mult, l_rmax, l_gap, l_rlo, l_rhi)
+            AS b(meter_id, point_id, lo, hi, multiplier, rmax, max_gap, r_lo, r_hi)
+    ),
+    pairs AS (
     -- Consecutive good readings of every link piece at once: one window partitioned by
     -- piece (one sort, no per-piece set-up).
     SELECT s.meter_id, s.multiplier, s.max_gap, s.lo, s.hi, s.t0, s.t1,
@@ -154,6 +249,7 @@ pairs AS (
             SELECT lag(r.ts) OVER o AS t0, lag(r.value) OVER o AS v0, r.ts AS t1, r.value AS v1
             FROM raw.point_value r
             WHERE r.point_id = bd.point_id AND r.ts >= bd.r_lo AND r.ts <= bd.r_hi
+              AND r.ts >= v_read_lo AND r.ts <= v_read_hi          -- the call's window (above)
               AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
             WINDOW o AS (ORDER BY r.ts)
         ) r
@@ -208,7 +304,9 @@ existing AS MATERIALIZED (
     CROSS JOIN LATERAL (
         -- ordered, so only the chunks inside the range are visited
         SELECT mi.meter_id, mi.ts, mi.energy, mi.quality FROM energy.meter_interval mi
-        WHERE mi.meter_id = w.meter_id AND mi.ts >= w.rs AND mi.ts < w.re ORDER BY mi.ts
+        WHERE mi.meter_id = w.meter_id AND mi.ts >= w.rs AND mi.ts < w.re
+          AND mi.ts >= v_work_lo AND mi.ts < v_work_hi
+        ORDER BY mi.ts
     ) mi
 ),
 diff AS MATERIALIZED (
@@ -253,24 +351,33 @@ marks AS (
     SELECT x.point_id, max(x.last_ts)
     FROM (
         SELECT l.point_id, l.lo,
-               (SELECT r.ts FROM raw.point_value r WHERE r.point_id = l.point_id AND r.ts < l.hi ORDER BY r.ts DESC LIMIT 1) AS last_ts
+               coalesce((SELECT r.ts FROM raw.point_value r
+                         WHERE r.point_id = l.point_id AND r.ts < l.hi AND r.ts >= v_read_lo AND r.ts <= v_read_hi
+                         ORDER BY r.ts DESC LIMIT 1),
+                        (SELECT r.ts FROM raw.point_value r WHERE r.point_id = l.point_id AND r.ts < v_read_lo
+                         ORDER BY r.ts DESC LIMIT 1)) AS last_ts
         FROM links l
     ) x
     LEFT JOIN ops.point_watermark old ON old.point_id = x.point_id
     WHERE x.last_ts IS NOT NULL
-      AND (SELECT r.ts FROM raw.point_value r
-           WHERE r.point_id = x.point_id
-             AND r.ts > coalesce(old.normalized_until, '-infinity') AND r.ts < x.lo
-           ORDER BY r.ts LIMIT 1) IS NULL
+      AND CASE WHEN old.normalized_until >= v_read_lo
+               THEN NOT EXISTS (SELECT FROM raw.point_value r
+                                WHERE r.point_id = x.point_id AND r.ts > old.normalized_until
+                                  AND r.ts < x.lo AND r.ts >= v_read_lo AND r.ts <= v_read_hi)
+               ELSE (SELECT r.ts FROM raw.point_value r
+                     WHERE r.point_id = x.point_id
+                       AND r.ts > coalesce(old.normalized_until, '-infinity') AND r.ts < x.lo
+                     ORDER BY r.ts LIMIT 1) IS NULL END
     GROUP BY x.point_id
     ORDER BY x.point_id   -- one lock order for every writer of these rows
     ON CONFLICT (point_id) DO UPDATE SET normalized_until = EXCLUDED.normalized_until
         WHERE EXCLUDED.normalized_until > pw.normalized_until
     RETURNING 1
 )
--- (Data-modifying CTEs run to completion whether or not they are read.)
-SELECT count(*) FROM changed
-$$;
+    SELECT count(*) INTO v_changed FROM changed;
+    RETURN v_changed;
+END
+$fn$;
 
 -- migrate:down
 DROP FUNCTION IF EXISTS energy.normalize_ranges(integer[], timestamptz[], timestamptz[]);
