@@ -28,6 +28,17 @@ def run_sql_up(files: list[str]) -> None:
         _execute(sql_file_parts(name)[0])
 
 
+def replace_functions(file: str, names: list[str]) -> None:
+    """Re-create functions of an sql/ file as they are written there now (CREATE OR REPLACE),
+    for a revision that changes a function an earlier revision created. Each function is
+    read from its `CREATE FUNCTION name(` to the end of its `$fn$` body."""
+    up = sql_file_parts(file)[0]
+    for name in names:
+        start = up.index(f"CREATE FUNCTION {name}(")
+        end = up.index("$fn$;", up.index("$fn$", up.index(" AS $fn$", start) + 8)) + len("$fn$;")
+        _execute("CREATE OR REPLACE FUNCTION " + up[start + len("CREATE FUNCTION "):end])
+
+
 def run_sql_down(files: list[str]) -> None:
     for name in reversed(files):
         _execute(sql_file_parts(name)[1])
