@@ -455,8 +455,8 @@ class DailyCost:
         return self._days[key]
 
     def note(self, meter_ids: list[int], period: tuple):
-        """Remember the period's edge days for these meters; returns the period's grid and
-        calendar (None when inactive or empty)."""
+        """Remember the period's edge days for these meters; returns the period's calendar
+        (None when inactive or empty)."""
         if not self.active or not meter_ids:
             return None
         ps, pe = period
@@ -466,14 +466,14 @@ class DailyCost:
         starts, ends, col_day, whole = self._calendar(ps, pe, grid)
         for d in np.flatnonzero(~whole):
             self.edges[(int(starts[d]), int(ends[d]))].update(meter_ids)
-        return grid, starts, ends, col_day, whole
+        return starts, ends, col_day, whole
 
     def add(self, meter_ids: list[int], period: tuple, res: PeriodResult) -> int:
         """Write the batch's whole days; remember its edge days. Returns rows written."""
         noted = self.note(meter_ids, period)
         if noted is None:
             return 0
-        grid, starts, ends, col_day, whole = noted
+        starts, ends, col_day, whole = noted
         cols = np.flatnonzero(whole[col_day])
         if not len(cols):
             return 0

@@ -223,10 +223,6 @@ BEGIN
     WITH work AS MATERIALIZED (
         SELECT * FROM unnest(w_meter, w_rs, w_re) AS w(meter_id, rs, re)
     ),
-    links AS MATERIALIZED (
-        SELECT * FROM unnest(l_meter, l_point, l_lo, l_hi, l_mult, l_rmax, l_gap)
-            AS l(meter_id, point_id, lo, hi, multiplier, rmax, max_gap)
-    ),
     bounds AS MATERIALIZED (
         SELECT * FROM unnest(l_meter, l_point, l_lo, l_hi, l_mult, l_rmax, l_gap, l_rlo, l_rhi)
             AS b(meter_id, point_id, lo, hi, multiplier, rmax, max_gap, r_lo, r_hi)
@@ -356,7 +352,7 @@ marks AS (
                          ORDER BY r.ts DESC LIMIT 1),
                         (SELECT r.ts FROM raw.point_value r WHERE r.point_id = l.point_id AND r.ts < v_read_lo
                          ORDER BY r.ts DESC LIMIT 1)) AS last_ts
-        FROM links l
+        FROM bounds l
     ) x
     LEFT JOIN ops.point_watermark old ON old.point_id = x.point_id
     WHERE x.last_ts IS NOT NULL
