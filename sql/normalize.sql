@@ -234,8 +234,8 @@ BEGIN
     pieces AS (
     -- Per link piece: consecutive good readings (one ordered scan, so the window needs no
     -- sort), their advance spread over the quarters and summed per quarter while the
-    -- piece's few hundred rows are at hand (small hash tables: 20 % faster than one
-    -- aggregate over every piece of the call). A quarter wholly inside the link piece is
+    -- piece's few hundred rows are at hand (about 20 % faster than one aggregate over
+    -- every piece of the call). A quarter wholly inside the link piece is
     -- complete here (links of a meter never overlap); one cut by the piece's edge is summed
     -- with the other link pieces of its meter in `computed`.
     SELECT bd.meter_id, g.q, g.energy, g.secs, g.flags, g.whole
@@ -264,11 +264,12 @@ BEGIN
             ) s
             WHERE s.t0 IS NOT NULL AND s.t1 > bd.lo AND s.t0 < bd.hi
         )
-        -- Each piece is rounded to a multiple of 2^-30 (about 1e-9 of the unit): floats on
-        -- one such grid add exactly while the quarter stays below 2^23 units (8.4 million
-        -- kWh), so the sum does not depend on the order or grouping the pieces arrive in and
-        -- a recompute over any range gives bit-identical energy. (The same exactness through
-        -- numeric cost a float-to-numeric conversion per piece: 15 % of the stage.)
+        -- Each pair's share of a quarter is rounded to a multiple of 2^-30 (about 1e-9 of
+        -- the unit): floats on one such grid add exactly while the quarter stays below 2^23
+        -- units (8.4 million kWh), so the sum does not depend on the order or grouping the
+        -- shares arrive in and a recompute over any range gives bit-identical energy. (The
+        -- same exactness through numeric cost a float-to-numeric conversion per share: 15 %
+        -- of the stage.)
         SELECT x.q, sum(round(x.secs * x.scale * 1073741824.0) / 1073741824.0) AS energy,
                sum(x.secs) AS secs, bit_or(x.flags) AS flags,
                x.q >= bd.lo AND x.q + interval '15 minutes' <= bd.hi AS whole
