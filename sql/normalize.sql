@@ -235,10 +235,9 @@ BEGIN
     -- Per link piece: consecutive good readings (one ordered scan, so the window needs no
     -- sort), their advance spread over the quarters and summed per quarter while the
     -- piece's few hundred rows are at hand (about 20 % faster than one aggregate over
-    -- every piece of the call). A quarter wholly inside the link piece is
-    -- complete here (links of a meter never overlap); one cut by the piece's edge is summed
-    -- with the other link pieces of its meter in `computed`.
-    SELECT bd.meter_id, g.q, g.energy, g.secs, g.flags, g.whole
+    -- every piece of the call). A quarter cut by a link's edge is summed with the other
+    -- link pieces of its meter in `computed`.
+    SELECT bd.meter_id, g.q, g.energy, g.secs, g.flags
     FROM bounds bd
     CROSS JOIN LATERAL (
         WITH spans AS MATERIALIZED (
@@ -271,8 +270,7 @@ BEGIN
         -- same exactness through numeric cost a float-to-numeric conversion per share: 15 %
         -- of the stage.)
         SELECT x.q, sum(round(x.secs * x.scale * 1073741824.0) / 1073741824.0) AS energy,
-               sum(x.secs) AS secs, bit_or(x.flags) AS flags,
-               x.q >= bd.lo AND x.q + interval '15 minutes' <= bd.hi AS whole
+               sum(x.secs) AS secs, bit_or(x.flags) AS flags
         FROM (
             -- Most pairs lie within one quarter (readings every few minutes): no series needed.
             SELECT p.qa AS q, date_part('epoch', p.b - p.a) AS secs, p.scale,
@@ -294,10 +292,10 @@ computed AS MATERIALIZED (
            (CASE WHEN i.q & 4 <> 0 THEN i.q & ~1 ELSE i.q END)
          | (CASE WHEN i.energy * 4 < m.hourly_low OR i.energy * 4 > m.hourly_high THEN 32 ELSE 0 END) AS quality
     FROM (
-        SELECT meter_id, q AS ts, energy, flags AS q FROM pieces WHERE whole AND secs >= 899.999
-        UNION ALL
-        SELECT meter_id, q, sum(energy), bit_or(flags)
-        FROM pieces WHERE NOT whole
+        -- pieces arrive in meter and quarter order (one row per quarter and link piece):
+        -- the sort finds them sorted, and the aggregate streams
+        SELECT meter_id, q AS ts, sum(energy) AS energy, bit_or(flags) AS q
+        FROM pieces
         GROUP BY meter_id, q
         HAVING sum(secs) >= 899.999
     ) i
