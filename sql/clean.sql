@@ -74,6 +74,56 @@ RETURNS boolean LANGUAGE sql IMMUTABLE AS $$
     SELECT coalesce(x > next AND next >= prev AND x > prev, false)
 $$;
 
+-- The 4th reading before each start and the 4th at or after each end (any quality; NULL
+-- when there are fewer than 4, or the end is infinite): the context the cleaning rules
+-- need either side of a range. A bound inside [p_near_lo, p_near_hi) looks within that
+-- window first (both bounds fixed for the statement, so TimescaleDB probes only those
+-- chunks: see energy.normalize_ranges); when fewer than 4 readings are there, the 4
+-- nearest beyond it join them (no per-row time bound: chunks are probed nearest first).
+-- A bound outside the window searches the whole history. Arrays in, one row per element
+-- out (in order), so the window stays fixed per statement.
+CREATE FUNCTION raw.fourth_readings(p_point integer[], p_start timestamptz[], p_end timestamptz[],
+                                    p_near_lo timestamptz, p_near_hi timestamptz)
+RETURNS TABLE (ord bigint, before_ts timestamptz, after_ts timestamptz)
+LANGUAGE plpgsql STABLE
+SET plan_cache_mode = force_generic_plan AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
+    SELECT u.ord,
+           CASE WHEN u.s >= p_near_lo AND u.s < p_near_hi THEN coalesce(
+               (SELECT min(z.ts) FROM (SELECT r.ts FROM raw.point_value r
+                                       WHERE r.point_id = u.point_id AND r.ts < u.s
+                                         AND r.ts >= p_near_lo AND r.ts < p_near_hi ORDER BY r.ts DESC LIMIT 4) z
+                HAVING count(*) = 4),
+               (SELECT z.ts FROM ((SELECT r.ts FROM raw.point_value r
+                                   WHERE r.point_id = u.point_id AND r.ts < u.s
+                                     AND r.ts >= p_near_lo AND r.ts < p_near_hi ORDER BY r.ts DESC LIMIT 4)
+                                  UNION ALL
+                                  (SELECT r.ts FROM raw.point_value r
+                                   WHERE r.point_id = u.point_id AND r.ts < p_near_lo ORDER BY r.ts DESC LIMIT 4)) z
+                ORDER BY z.ts DESC OFFSET 3 LIMIT 1))
+           ELSE (SELECT r.ts FROM raw.point_value r WHERE r.point_id = u.point_id AND r.ts < u.s
+                 ORDER BY r.ts DESC OFFSET 3 LIMIT 1) END,
+           CASE WHEN u.e = 'infinity' THEN NULL
+                WHEN u.e >= p_near_lo AND u.e < p_near_hi THEN coalesce(
+               (SELECT max(z.ts) FROM (SELECT r.ts FROM raw.point_value r
+                                       WHERE r.point_id = u.point_id AND r.ts >= u.e
+                                         AND r.ts >= p_near_lo AND r.ts < p_near_hi ORDER BY r.ts LIMIT 4) z
+                HAVING count(*) = 4),
+               (SELECT z.ts FROM ((SELECT r.ts FROM raw.point_value r
+                                   WHERE r.point_id = u.point_id AND r.ts >= u.e
+                                     AND r.ts >= p_near_lo AND r.ts < p_near_hi ORDER BY r.ts LIMIT 4)
+                                  UNION ALL
+                                  (SELECT r.ts FROM raw.point_value r
+                                   WHERE r.point_id = u.point_id AND r.ts >= p_near_hi ORDER BY r.ts LIMIT 4)) z
+                ORDER BY z.ts OFFSET 3 LIMIT 1))
+           ELSE (SELECT r.ts FROM raw.point_value r WHERE r.point_id = u.point_id AND r.ts >= u.e
+                 ORDER BY r.ts OFFSET 3 LIMIT 1) END
+    FROM unnest(p_point, p_start, p_end) WITH ORDINALITY AS u(point_id, s, e, ord);
+END
+$fn$;
+
 -- Apply the cleaning rules to the readings of each (point, start, end) range, widened by 4
 -- readings each way (a reading's verdict depends on the 4 readings either side of it) and evaluated
 -- with 4 more readings of context, so a reading's flags do not depend on how the work was
@@ -92,11 +142,12 @@ RETURNS bigint
 LANGUAGE plpgsql
 -- generic plans: bounds stay parameters (see above), planned once per session, not per call
 SET plan_cache_mode = force_generic_plan AS $fn$
--- Three statements, for the reason given at energy.normalize_ranges (sql/normalize.sql):
+-- In steps, for the reason given at energy.normalize_ranges (sql/normalize.sql):
 -- look-ups bounded by a variable of the function skip the chunks outside the work once
 -- per statement; bounded by another row's value they test every chunk on every probe.
 DECLARE
     q_point integer[]; q_start timestamptz[]; q_end timestamptz[];
+    w_point integer[]; w_start timestamptz[]; w_end timestamptz[];
     c_point integer[]; c_start timestamptz[]; c_end timestamptz[]; c_type text[];
     c_check boolean[]; c_stuck interval[]; c_lo timestamptz[]; c_hi timestamptz[];
     v_near_lo timestamptz; v_near_hi timestamptz;     -- where context readings are looked for first
@@ -114,78 +165,28 @@ BEGIN
         RETURN 0;
     END IF;
 
-    -- Widen by 4 readings each way, merge again, and find the 4 readings of context
-    -- beyond that: nearly always among the readings within two days of the work (both
-    -- bounds fixed, so only those chunks are probed); if fewer than 4 are there, the 4
-    -- nearest beyond the two days join them (no per-row time bound: chunks are probed
-    -- nearest first); a bound outside the two days searches the whole history.
-    WITH widened AS (
-        SELECT w.id AS point_id, w.range_start, w.range_end
-        FROM ops.merge_ranges(
-            q_point,
-            ARRAY(SELECT CASE WHEN q.range_start >= v_near_lo AND q.range_start < v_near_hi THEN coalesce(
-                   (SELECT min(z.ts) FROM (SELECT r.ts FROM raw.point_value r
-                                         WHERE r.point_id = q.point_id AND r.ts < q.range_start
-                                           AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts DESC LIMIT 4) z HAVING count(*) = 4), (
-                      SELECT z.ts FROM ((SELECT r.ts FROM raw.point_value r
-                                         WHERE r.point_id = q.point_id AND r.ts < q.range_start
-                                           AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts DESC LIMIT 4)
-                                        UNION ALL
-                                        (SELECT r.ts FROM raw.point_value r
-                                         WHERE r.point_id = q.point_id AND r.ts < v_near_lo ORDER BY r.ts DESC LIMIT 4)) z
-                      ORDER BY z.ts DESC OFFSET 3 LIMIT 1), '-infinity')
-                  ELSE coalesce((SELECT r.ts FROM raw.point_value r WHERE r.point_id = q.point_id AND r.ts < q.range_start
-                                 ORDER BY r.ts DESC OFFSET 3 LIMIT 1), '-infinity') END
-                  FROM unnest(q_point, q_start) WITH ORDINALITY AS q(point_id, range_start, ord) ORDER BY q.ord),
-            ARRAY(SELECT CASE WHEN q.range_end = 'infinity' THEN 'infinity'::timestamptz
-                       WHEN q.range_end >= v_near_lo AND q.range_end < v_near_hi THEN coalesce(
-                   (SELECT max(z.ts) + interval '1 microsecond' FROM (SELECT r.ts FROM raw.point_value r
-                                         WHERE r.point_id = q.point_id AND r.ts >= q.range_end
-                                           AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts LIMIT 4) z HAVING count(*) = 4), (
-                      SELECT z.ts + interval '1 microsecond' FROM ((SELECT r.ts FROM raw.point_value r
-                                         WHERE r.point_id = q.point_id AND r.ts >= q.range_end
-                                           AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts LIMIT 4)
-                                        UNION ALL
-                                        (SELECT r.ts FROM raw.point_value r
-                                         WHERE r.point_id = q.point_id AND r.ts >= v_near_hi ORDER BY r.ts LIMIT 4)) z
-                      ORDER BY z.ts OFFSET 3 LIMIT 1), 'infinity')
-                  ELSE coalesce((SELECT r.ts + interval '1 microsecond' FROM raw.point_value r WHERE r.point_id = q.point_id AND r.ts >= q.range_end
-                                 ORDER BY r.ts OFFSET 3 LIMIT 1), 'infinity') END
-                  FROM unnest(q_point, q_end) WITH ORDINALITY AS q(point_id, range_end, ord) ORDER BY q.ord)
-        ) w
-    )
-    SELECT array_agg(w.point_id), array_agg(w.range_start), array_agg(w.range_end), array_agg(p.object_type),
-           array_agg(coalesce(pc.check_registers, true)),
-           array_agg(CASE WHEN pc.point_id IS NULL THEN interval '6 hours' ELSE pc.stuck_after END),
-           array_agg(CASE WHEN w.range_start >= v_near_lo AND w.range_start < v_near_hi THEN coalesce(
-                   (SELECT min(z.ts) FROM (SELECT r.ts FROM raw.point_value r
-                                  WHERE r.point_id = w.point_id AND r.ts < w.range_start
-                                    AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts DESC LIMIT 4) z HAVING count(*) = 4), (
-               SELECT z.ts FROM ((SELECT r.ts FROM raw.point_value r
-                                  WHERE r.point_id = w.point_id AND r.ts < w.range_start
-                                    AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts DESC LIMIT 4)
-                                 UNION ALL
-                                 (SELECT r.ts FROM raw.point_value r
-                                  WHERE r.point_id = w.point_id AND r.ts < v_near_lo ORDER BY r.ts DESC LIMIT 4)) z
-               ORDER BY z.ts DESC OFFSET 3 LIMIT 1), (SELECT r.ts FROM raw.point_value r WHERE r.point_id = w.point_id ORDER BY r.ts LIMIT 1))
-           ELSE coalesce((SELECT r.ts FROM raw.point_value r WHERE r.point_id = w.point_id AND r.ts < w.range_start
-                          ORDER BY r.ts DESC OFFSET 3 LIMIT 1), (SELECT r.ts FROM raw.point_value r WHERE r.point_id = w.point_id ORDER BY r.ts LIMIT 1)) END),
-           array_agg(CASE WHEN w.range_end = 'infinity' THEN 'infinity'::timestamptz
-                WHEN w.range_end >= v_near_lo AND w.range_end < v_near_hi THEN coalesce(
-                   (SELECT max(z.ts) FROM (SELECT r.ts FROM raw.point_value r
-                                  WHERE r.point_id = w.point_id AND r.ts >= w.range_end
-                                    AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts LIMIT 4) z HAVING count(*) = 4), (
-               SELECT z.ts FROM ((SELECT r.ts FROM raw.point_value r
-                                  WHERE r.point_id = w.point_id AND r.ts >= w.range_end
-                                    AND r.ts >= v_near_lo AND r.ts < v_near_hi ORDER BY r.ts LIMIT 4)
-                                 UNION ALL
-                                 (SELECT r.ts FROM raw.point_value r
-                                  WHERE r.point_id = w.point_id AND r.ts >= v_near_hi ORDER BY r.ts LIMIT 4)) z
-               ORDER BY z.ts OFFSET 3 LIMIT 1), 'infinity')
-           ELSE coalesce((SELECT r.ts FROM raw.point_value r WHERE r.point_id = w.point_id AND r.ts >= w.range_end
-                          ORDER BY r.ts OFFSET 3 LIMIT 1), 'infinity') END)
-    INTO c_point, c_start, c_end, c_type, c_check, c_stuck, c_lo, c_hi   -- ctx_lo: fewer than 4 readings
-    FROM widened w                                                     -- before: from the first
+    -- Widen by 4 readings each way and merge again; then the 4 readings of context beyond
+    -- that (raw.fourth_readings: within two days of the work first).
+    SELECT array_agg(coalesce(n.before_ts, '-infinity') ORDER BY n.ord),
+           array_agg(coalesce(n.after_ts + interval '1 microsecond', 'infinity') ORDER BY n.ord)
+    INTO w_start, w_end
+    FROM raw.fourth_readings(q_point, q_start, q_end, v_near_lo, v_near_hi) n;
+    SELECT array_agg(m.id ORDER BY m.id, m.range_start), array_agg(m.range_start ORDER BY m.id, m.range_start),
+           array_agg(m.range_end ORDER BY m.id, m.range_start)
+    INTO w_point, w_start, w_end
+    FROM ops.merge_ranges(q_point, w_start, w_end) m;
+
+    SELECT array_agg(w.point_id ORDER BY w.ord), array_agg(w.s ORDER BY w.ord), array_agg(w.e ORDER BY w.ord),
+           array_agg(p.object_type ORDER BY w.ord),
+           array_agg(coalesce(pc.check_registers, true) ORDER BY w.ord),
+           array_agg(CASE WHEN pc.point_id IS NULL THEN interval '6 hours' ELSE pc.stuck_after END ORDER BY w.ord),
+           -- fewer than 4 readings before: from the first
+           array_agg(coalesce(n.before_ts, (SELECT r.ts FROM raw.point_value r WHERE r.point_id = w.point_id
+                                            ORDER BY r.ts LIMIT 1)) ORDER BY w.ord),
+           array_agg(coalesce(n.after_ts, 'infinity') ORDER BY w.ord)
+    INTO c_point, c_start, c_end, c_type, c_check, c_stuck, c_lo, c_hi
+    FROM unnest(w_point, w_start, w_end) WITH ORDINALITY AS w(point_id, s, e, ord)
+    JOIN raw.fourth_readings(w_point, w_start, w_end, v_near_lo, v_near_hi) n ON n.ord = w.ord
     JOIN config.point p ON p.id = w.point_id
     LEFT JOIN config.point_cleaning pc ON pc.point_id = w.point_id;
 
@@ -365,6 +366,7 @@ $fn$;
 
 -- migrate:down
 DROP FUNCTION IF EXISTS raw.clean_ranges(integer[], timestamptz[], timestamptz[]);
+DROP FUNCTION IF EXISTS raw.fourth_readings(integer[], timestamptz[], timestamptz[], timestamptz, timestamptz);
 DROP FUNCTION IF EXISTS raw.is_spike(double precision, double precision, double precision);
 DROP FUNCTION IF EXISTS ops.merge_ranges(integer[], timestamptz[], timestamptz[]);
 ALTER TABLE ops.point_watermark DROP COLUMN IF EXISTS cleaned_until;

@@ -45,46 +45,57 @@ LANGUAGE sql STABLE AS $$
     SELECT CASE WHEN lo IS NOT NULL AND hi IS NOT NULL AND lo < hi THEN tstzrange(lo, hi) END FROM bounds
 $$;
 
--- Meter work for changed point readings: each (point, start, end) widens to the good
--- readings either side (the pairs that used them), then maps to the physical meters whose
--- links use the point at that time. The neighbours are looked for within two days of the
--- work first (a bound fixed for the statement: see energy.normalize_ranges), then in the
--- whole history.
-CREATE FUNCTION energy.point_work(p_point integer[], p_start timestamptz[], p_end timestamptz[])
-RETURNS TABLE (meter_id integer, range_start timestamptz, range_end timestamptz)
+-- The good readings either side of each (point, lo, hi): the last before lo and the first
+-- at or after hi (NULL when there is none). Looked for within two days of all the ranges
+-- first (both bounds fixed for the statement, so TimescaleDB probes only those chunks:
+-- see energy.normalize_ranges), else beyond them (no per-row time bound: the nearest chunk
+-- answers); the ranges lie inside that window, so the two searches are complementary.
+-- Arrays in, one row per element out (in order), so the bounds stay per statement.
+CREATE FUNCTION energy.good_neighbours(p_point integer[], p_lo timestamptz[], p_hi timestamptz[])
+RETURNS TABLE (ord bigint, before_ts timestamptz, after_ts timestamptz)
 LANGUAGE plpgsql STABLE
 SET plan_cache_mode = force_generic_plan AS $fn$
 #variable_conflict use_column
 DECLARE
-    v_near_lo timestamptz := (SELECT min(s) FROM unnest(p_start) s) - interval '2 days';
-    v_near_hi timestamptz := (SELECT max(e) FROM unnest(p_end) e) + interval '2 days';
+    v_near_lo timestamptz := (SELECT min(l) FROM unnest(p_lo) l) - interval '2 days';
+    v_near_hi timestamptz := (SELECT max(h) FROM unnest(p_hi) h) + interval '2 days';
 BEGIN
     RETURN QUERY
+    SELECT u.ord,
+           coalesce((SELECT r.ts FROM raw.point_value r
+                     WHERE r.point_id = u.point_id AND r.ts < u.lo AND r.ts >= v_near_lo AND r.ts < v_near_hi
+                       AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
+                     ORDER BY r.ts DESC LIMIT 1),
+                    (SELECT r.ts FROM raw.point_value r
+                     WHERE r.point_id = u.point_id AND r.ts < v_near_lo AND r.quality & 14 = 0
+                       AND r.value < 'Infinity' AND r.value > '-Infinity' ORDER BY r.ts DESC LIMIT 1)),
+           coalesce((SELECT r.ts FROM raw.point_value r
+                     WHERE r.point_id = u.point_id AND r.ts >= u.hi AND r.ts >= v_near_lo AND r.ts < v_near_hi
+                       AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
+                     ORDER BY r.ts LIMIT 1),
+                    (SELECT r.ts FROM raw.point_value r
+                     WHERE r.point_id = u.point_id AND r.ts >= v_near_hi AND r.quality & 14 = 0
+                       AND r.value < 'Infinity' AND r.value > '-Infinity' ORDER BY r.ts LIMIT 1))
+    FROM unnest(p_point, p_lo, p_hi) WITH ORDINALITY AS u(point_id, lo, hi, ord);
+END
+$fn$;
+
+-- Meter work for changed point readings: each (point, start, end) widens to the good
+-- readings either side (the pairs that used them), then maps to the physical meters whose
+-- links use the point at that time (energy.good_neighbours).
+CREATE FUNCTION energy.point_work(p_point integer[], p_start timestamptz[], p_end timestamptz[])
+RETURNS TABLE (meter_id integer, range_start timestamptz, range_end timestamptz)
+LANGUAGE sql STABLE AS $fn$
     SELECT mp.meter_id, greatest(x.lo, mp.valid_from), least(x.hi, mp.valid_to)
     FROM (
-        SELECT u.point_id,
-               coalesce((SELECT r.ts FROM raw.point_value r
-                         WHERE r.point_id = u.point_id AND r.ts < u.s AND r.ts >= v_near_lo AND r.ts < v_near_hi
-                           AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
-                         ORDER BY r.ts DESC LIMIT 1),
-                        (SELECT r.ts FROM raw.point_value r
-                         WHERE r.point_id = u.point_id AND r.ts < v_near_lo AND r.quality & 14 = 0
-                           AND r.value < 'Infinity' AND r.value > '-Infinity' ORDER BY r.ts DESC LIMIT 1),
-                        u.s) AS lo,
-               coalesce((SELECT r.ts + interval '1 microsecond' FROM raw.point_value r
-                         WHERE r.point_id = u.point_id AND r.ts >= u.e AND r.ts >= v_near_lo AND r.ts < v_near_hi
-                           AND r.quality & 14 = 0 AND r.value < 'Infinity' AND r.value > '-Infinity'
-                         ORDER BY r.ts LIMIT 1),
-                        (SELECT r.ts + interval '1 microsecond' FROM raw.point_value r
-                         WHERE r.point_id = u.point_id AND r.ts >= v_near_hi AND r.quality & 14 = 0
-                           AND r.value < 'Infinity' AND r.value > '-Infinity' ORDER BY r.ts LIMIT 1),
-                        u.e) AS hi
-        FROM unnest(p_point, p_start, p_end) AS u(point_id, s, e)
+        SELECT u.point_id, coalesce(n.before_ts, u.s) AS lo,
+               coalesce(n.after_ts + interval '1 microsecond', u.e) AS hi
+        FROM unnest(p_point, p_start, p_end) WITH ORDINALITY AS u(point_id, s, e, ord)
+        JOIN energy.good_neighbours(p_point, p_start, p_end) n ON n.ord = u.ord
     ) x
     JOIN config.meter_point mp ON mp.point_id = x.point_id
     JOIN config.meter m ON m.id = mp.meter_id AND m.kind = 'physical'
-    WHERE greatest(x.lo, mp.valid_from) < least(x.hi, mp.valid_to);
-END
+    WHERE greatest(x.lo, mp.valid_from) < least(x.hi, mp.valid_to)
 $fn$;
 
 -- Points feeding physical meters that have readings after their normalization watermark:
@@ -152,7 +163,6 @@ DECLARE
     l_mult double precision[]; l_rmax double precision[]; l_gap interval[];
     l_rlo timestamptz[]; l_rhi timestamptz[];
     v_work_lo timestamptz; v_work_hi timestamptz;     -- the work's intervals
-    v_near_lo timestamptz; v_near_hi timestamptz;     -- where the edge readings are looked for first
     v_read_lo timestamptz; v_read_hi timestamptz;     -- every reading the main statement reads
     v_changed bigint;
 BEGIN
@@ -191,34 +201,12 @@ BEGIN
     LEFT JOIN config.point_cleaning pc ON pc.point_id = mp.point_id;
 
     -- Each link piece reads its readings plus the good reading either side (the pairs
-    -- that cross its edges): looked for within two days of the work (both bounds fixed,
-    -- so only those chunks are probed), else beyond (no per-row time bound: the nearest
-    -- chunk answers). Links lie inside the work, so the two searches are complementary.
-    v_near_lo := v_work_lo - interval '2 days';
-    v_near_hi := v_work_hi + interval '2 days';
-    SELECT array_agg(b.r_lo ORDER BY u.ord), array_agg(b.r_hi ORDER BY u.ord), min(b.r_lo), max(b.r_hi)
+    -- that cross its edges).
+    SELECT array_agg(coalesce(n.before_ts, u.lo) ORDER BY u.ord), array_agg(coalesce(n.after_ts, u.hi) ORDER BY u.ord),
+           min(coalesce(n.before_ts, u.lo)), max(coalesce(n.after_ts, u.hi))
     INTO l_rlo, l_rhi, v_read_lo, v_read_hi
     FROM unnest(l_point, l_lo, l_hi) WITH ORDINALITY AS u(point_id, lo, hi, ord)
-    CROSS JOIN LATERAL (
-        SELECT coalesce(
-                   (SELECT b.ts FROM raw.point_value b
-                    WHERE b.point_id = u.point_id AND b.ts < u.lo AND b.ts >= v_near_lo AND b.ts < v_near_hi
-                      AND b.quality & 14 = 0 AND b.value < 'Infinity' AND b.value > '-Infinity'
-                    ORDER BY b.ts DESC LIMIT 1),
-                   (SELECT b.ts FROM raw.point_value b
-                    WHERE b.point_id = u.point_id AND b.ts < v_near_lo AND b.quality & 14 = 0
-                      AND b.value < 'Infinity' AND b.value > '-Infinity' ORDER BY b.ts DESC LIMIT 1),
-                   u.lo) AS r_lo,
-               coalesce(
-                   (SELECT b.ts FROM raw.point_value b
-                    WHERE b.point_id = u.point_id AND b.ts >= u.hi AND b.ts >= v_near_lo AND b.ts < v_near_hi
-                      AND b.quality & 14 = 0 AND b.value < 'Infinity' AND b.value > '-Infinity'
-                    ORDER BY b.ts LIMIT 1),
-                   (SELECT b.ts FROM raw.point_value b
-                    WHERE b.point_id = u.point_id AND b.ts >= v_near_hi AND b.quality & 14 = 0
-                      AND b.value < 'Infinity' AND b.value > '-Infinity' ORDER BY b.ts LIMIT 1),
-                   u.hi) AS r_hi
-    ) b;
+    JOIN energy.good_neighbours(l_point, l_lo, l_hi) n ON n.ord = u.ord;
     IF l_meter IS NULL THEN      -- no link in the ranges: nothing measured, nothing to keep
         v_read_lo := v_work_lo;
         v_read_hi := v_work_lo;
@@ -386,4 +374,5 @@ $fn$;
 DROP FUNCTION IF EXISTS energy.normalize_ranges(integer[], timestamptz[], timestamptz[]);
 DROP FUNCTION IF EXISTS energy.new_reading_work();
 DROP FUNCTION IF EXISTS energy.point_work(integer[], timestamptz[], timestamptz[]);
+DROP FUNCTION IF EXISTS energy.good_neighbours(integer[], timestamptz[], timestamptz[]);
 DROP FUNCTION IF EXISTS energy.meter_data_span(integer);

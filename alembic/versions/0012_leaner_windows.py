@@ -1,9 +1,10 @@
 """Normalize sums each link piece's quarters where it reads them; clean and normalize
-windows take a ROWS frame.
+windows take a ROWS frame; the look-ups of readings either side of a range each become
+one function (energy.good_neighbours, raw.fourth_readings).
 
 Both compute the same rows as before, with less work per reading (docs/architecture.md,
-"How it runs"). This revision re-creates the two functions as written in sql/clean.sql
-and sql/normalize.sql now. Downgrading leaves them: the earlier bodies computed the same
+"How it runs"). This revision re-creates the functions as written in sql/clean.sql and
+sql/normalize.sql now. Downgrading leaves them: the earlier bodies computed the same
 rows, and downgrading revision 0004 drops them.
 
 Revision ID: 0012
@@ -20,8 +21,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    replace_functions("clean.sql", ["raw.clean_ranges"])
-    replace_functions("normalize.sql", ["energy.normalize_ranges"])
+    replace_functions("clean.sql", ["raw.fourth_readings", "raw.clean_ranges"])
+    replace_functions("normalize.sql", ["energy.good_neighbours", "energy.point_work", "energy.normalize_ranges"])
 
 
 def downgrade() -> None:
