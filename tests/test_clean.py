@@ -130,3 +130,43 @@ def test_explicit_range_and_rerun_are_idempotent(conn):
         assert clean.run(conn, t("2026-01-05 00:00"), t("2026-01-06 00:00")) == 0
     assert run_clean(conn) == 0
     assert len(flags(conn, p)) == 1
+
+
+def test_steady_ranges_are_judged_like_the_others(conn):
+    """A range with no fall, no non-finite and no flagged reading skips the neighbour
+    rules; an out-of-limits bit in it, or a spike beside it, must still be seen."""
+    _, steady = meter(conn, "c8")
+    _, limits = meter(conn, "c8l")
+    _, spiky = meter(conn, "c8s")
+    start = t("2026-01-05 00:00")
+    readings(conn, steady, every(start, 5, [100 + 2 * i for i in range(20)]))
+    readings(conn, limits, every(start, 5, [100 + 2 * i for i in range(20)]))
+    conn.execute(
+        "UPDATE raw.point_value SET quality = 1 WHERE point_id = %s AND ts = %s",
+        (limits, start + dt.timedelta(minutes=50)),
+    )
+    readings(conn, spiky, every(start, 5, [100 + 2 * i if i != 10 else 999 for i in range(20)]))
+    run_clean(conn)
+    assert flags(conn, steady) == []
+    assert flags(conn, limits) == [(start + dt.timedelta(minutes=50), "out_of_limits")]
+    assert flags(conn, spiky) == [(start + dt.timedelta(minutes=50), "spike")]
+
+
+def test_a_repaired_spike_leaves_a_steady_range_without_flags(conn):
+    _, p = meter(conn, "c9")
+    start = t("2026-01-05 00:00")
+    readings(conn, p, every(start, 5, [100, 102, 9999, 106, 108, 110]))
+    run_clean(conn)
+    assert flags(conn, p) == [(start + dt.timedelta(minutes=10), "spike")]
+    # a repair import rewrites the reading, value and quality: the range is now steady
+    conn.execute(
+        "UPDATE raw.point_value SET value = 104, quality = 0 WHERE point_id = %s AND ts = %s",
+        (p, start + dt.timedelta(minutes=10)),
+    )
+    conn.execute(
+        "INSERT INTO ops.dirty_range (point_id, range_start, range_end, reason) VALUES (%s, %s, %s, 'repair')",
+        (p, start + dt.timedelta(minutes=10), start + dt.timedelta(minutes=11)),
+    )
+    run_clean(conn)
+    assert quality(conn, p) == [(100, 0), (102, 0), (104, 0), (106, 0), (108, 0), (110, 0)]
+    assert flags(conn, p) == []
