@@ -180,7 +180,13 @@ END $$;
 -- page, a third faster than the hash aggregate's order. Returns the rows written.
 CREATE FUNCTION energy.refill_rollup_table(p_schema text, p_name text, p_definition text, p_key text,
                                            p_lo timestamptz, p_hi timestamptz, p_meter_ids integer[])
-RETURNS bigint LANGUAGE plpgsql AS $$
+RETURNS bigint LANGUAGE plpgsql
+-- Grouped as the source's (meter_id, time) index delivers the rows, chunk scans merged in
+-- order: the aggregate streams and its output is already in key order. The planner
+-- otherwise guesses far fewer groups than there are (an hour per meter) and picks a hash
+-- aggregate that spills to disk and a sort after it: 1.5-2 times the time for a month
+-- of 500 meters. (The sums are numeric, so the order rows are added in changes nothing.)
+SET enable_hashagg = off AS $fn$
 DECLARE
     n bigint;
 BEGIN
@@ -194,7 +200,7 @@ BEGIN
         USING p_lo, p_hi, p_meter_ids;
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
-END $$;
+END $fn$;
 
 -- The filter a table refresh appends to a rollup definition (hour and day read intervals
 -- by `ts`, month reads the daily rollup by `bucket`).
