@@ -103,12 +103,23 @@ def copy_readings(
     *,
     offsets: dict[int, float] | None = None,
     seed: int = 1,
+    time_major: bool = False,
 ) -> int:
-    """COPY `steps` 5-minute cumulative readings per point, starting at `start`."""
+    """COPY `steps` 5-minute cumulative readings per point, starting at `start`: point by
+    point (each point's readings together on disk, as an import of a file per meter
+    leaves them), or with time_major instant by instant, as live collection stores them
+    (a point's consecutive readings then lie on different pages)."""
     rng = np.random.default_rng(seed)
     stamps = [(start + i * STEP).strftime("%Y-%m-%d %H:%M:%S+00") for i in range(steps)]
     rows = 0
     with conn.cursor().copy("COPY raw.point_value (point_id, ts, value, quality) FROM STDIN") as copy:
+        if time_major:
+            values = np.array([(offsets or {}).get(pid, 1000.0 + pid) for pid in points])[:, None] \
+                + np.cumsum(rng.uniform(0.0, 2.0, (len(points), steps)), axis=1).round(3)
+            prefixes = [f"{pid}\t" for pid in points]
+            for i, stamp in enumerate(stamps):
+                copy.write("".join(f"{prefix}{stamp}\t{v:.3f}\t0\n" for prefix, v in zip(prefixes, values[:, i])))
+            return len(points) * steps
         for pid in points:
             base = (offsets or {}).get(pid, 1000.0 + pid)
             values = base + np.cumsum(rng.uniform(0.0, 2.0, steps)).round(3)
@@ -154,17 +165,19 @@ class ServerCpu:
         self.last = now
 
 
-def run(meters: int, days: int, chunk: dt.timedelta, keep: bool, workers: int | None = None) -> dict[str, float]:
+def run(meters: int, days: int, chunk: dt.timedelta, keep: bool, workers: int | None = None,
+        time_major: bool = False) -> dict[str, float]:
     name = f"bench_processing_{meters}"
     url = create_database(name)
     try:
         with psycopg.connect(url, autocommit=True) as conn:
             points = create_meters(conn, meters)
             t0 = time.perf_counter()
-            rows = copy_readings(conn, points, START, days * 288)
+            rows = copy_readings(conn, points, START, days * 288, time_major=time_major)
             load_s = time.perf_counter() - t0
             conn.execute("VACUUM ANALYZE raw.point_value")
-            print(f"\n{meters} meters x {days} days: {rows:,} raw rows loaded by COPY in {load_s:.1f} s")
+            order = "instant by instant" if time_major else "point by point"
+            print(f"\n{meters} meters x {days} days: {rows:,} raw rows ({order}) loaded by COPY in {load_s:.1f} s")
             stages = load_pipeline()
             print("stages:", " -> ".join(s.NAME for s in stages))
             cpu = ServerCpu(name)
@@ -196,9 +209,12 @@ def main() -> None:
     ap.add_argument("--chunk-days", type=float, default=1.0, help="backfill chunk size in days")
     ap.add_argument("--keep", action="store_true", help="keep the benchmark database")
     ap.add_argument("--workers", type=int, help="backfill connections (default: one per core, at most 4)")
+    ap.add_argument("--time-major", action="store_true",
+                    help="store the readings instant by instant, as live collection does (default: point by point)")
     args = ap.parse_args()
     series = args.meters or [1000]
-    results = {m: run(m, args.days, dt.timedelta(days=args.chunk_days), args.keep, args.workers) for m in series}
+    results = {m: run(m, args.days, dt.timedelta(days=args.chunk_days), args.keep, args.workers, args.time_major)
+               for m in series}
     if len(series) > 1:
         print("\nscaling (seconds per 1,000 meters):")
         for m, fig in results.items():
