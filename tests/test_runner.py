@@ -267,3 +267,30 @@ def test_cli_runs_one_stage_over_a_range_and_rejects_bad_input(db_url, conn):
     assert backfill.returncode == 0, backfill.stderr
     assert "normalize: 0 rows" in backfill.stdout      # already there: nothing rewritten
     assert "backfill" in backfill.stderr                # the tqdm progress bar
+
+
+def test_scheduled_runs_keep_their_session_and_replace_a_lost_one(db_url, conn):
+    """Plans live as long as a session: the scheduler keeps one per job, and replaces
+    it when the server ends it."""
+    steady(conn)
+    backends = ("SELECT pid, backend_start FROM pg_stat_activity "
+                "WHERE application_name = 'wattline stage normalize' AND datname = current_database()")
+    sessions = runner.Sessions()
+    try:
+        assert runner.tick("normalize", db_url, sessions=sessions).status == "ok"
+        first = conn.execute(backends).fetchall()
+        assert len(first) == 1
+        assert runner.tick("normalize", db_url, sessions=sessions).status == "ok"
+        assert conn.execute(backends).fetchall() == first              # the same session
+        conn.execute("SELECT pg_terminate_backend(%s, 10000)", (first[0][0],))  # waits for it to end
+        assert runner.tick("normalize", db_url, sessions=sessions).status == "ok"
+        second = conn.execute(backends).fetchall()
+        assert len(second) == 1 and second != first                    # replaced, run not lost
+    finally:
+        sessions.close()
+    deadline = time.monotonic() + 10
+    while conn.execute(backends).fetchall() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert conn.execute(backends).fetchall() == []
+    assert conn.execute(
+        "SELECT count(*) FROM ops.job_run WHERE stage = 'normalize' AND status = 'ok'").fetchone() == (3,)
