@@ -111,22 +111,17 @@ def copy_readings(
     (a point's consecutive readings then lie on different pages)."""
     rng = np.random.default_rng(seed)
     stamps = [(start + i * STEP).strftime("%Y-%m-%d %H:%M:%S+00") for i in range(steps)]
-    rows = 0
+    bases = np.array([(offsets or {}).get(pid, 1000.0 + pid) for pid in points])
+    values = bases[:, None] + np.cumsum(rng.uniform(0.0, 2.0, (len(points), steps)), axis=1).round(3)
+    prefixes = [f"{pid}\t" for pid in points]
     with conn.cursor().copy("COPY raw.point_value (point_id, ts, value, quality) FROM STDIN") as copy:
         if time_major:
-            values = np.array([(offsets or {}).get(pid, 1000.0 + pid) for pid in points])[:, None] \
-                + np.cumsum(rng.uniform(0.0, 2.0, (len(points), steps)), axis=1).round(3)
-            prefixes = [f"{pid}\t" for pid in points]
             for i, stamp in enumerate(stamps):
                 copy.write("".join(f"{prefix}{stamp}\t{v:.3f}\t0\n" for prefix, v in zip(prefixes, values[:, i])))
-            return len(points) * steps
-        for pid in points:
-            base = (offsets or {}).get(pid, 1000.0 + pid)
-            values = base + np.cumsum(rng.uniform(0.0, 2.0, steps)).round(3)
-            prefix = f"{pid}\t"
-            copy.write("".join(f"{prefix}{s}\t{v:.3f}\t0\n" for s, v in zip(stamps, values)))
-            rows += steps
-    return rows
+        else:
+            for prefix, row in zip(prefixes, values):
+                copy.write("".join(f"{prefix}{stamp}\t{v:.3f}\t0\n" for stamp, v in zip(stamps, row)))
+    return len(points) * steps
 
 
 class ServerCpu:

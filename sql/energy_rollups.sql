@@ -176,8 +176,9 @@ END $$;
 
 -- Table path: replace the buckets in [p_lo, p_hi) of the given meters (NULL: all) with the
 -- rows of `p_definition`, a rollup definition filtered with $1 = p_lo, $2 = p_hi,
--- $3 = p_meter_ids. Rows go in primary-key order (`p_key`): the index then fills page by
--- page, a third faster than the hash aggregate's order. Returns the rows written.
+-- $3 = p_meter_ids. Rows go in primary-key order (`p_key`), so the index fills page by
+-- page; the streaming aggregate below delivers them in that order already. Returns the
+-- rows written.
 CREATE FUNCTION energy.refill_rollup_table(p_schema text, p_name text, p_definition text, p_key text,
                                            p_lo timestamptz, p_hi timestamptz, p_meter_ids integer[])
 RETURNS bigint LANGUAGE plpgsql
